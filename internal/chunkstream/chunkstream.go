@@ -1,0 +1,586 @@
+// Package chunkstream writes and reads the pgbb chunk stream specified in docs/chunk-stream.md.
+//
+// It imports only the standard library. The Writer is safe for concurrent use; the Reader is not.
+package chunkstream
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sync"
+)
+
+// Version is the format version this package writes and reads.
+const Version = 1
+
+// Limits from docs/chunk-stream.md.
+const (
+	MaxBody  = 64 << 20
+	MaxChunk = 16 << 20
+)
+
+const headerSize = 24
+
+// Magic starts every stream.
+var Magic = [8]byte{0x89, 'P', 'G', 'B', 'B', '\r', '\n', 0x1a}
+
+// Record types.
+const (
+	TypeBegin       byte = 'B'
+	TypeBackupStart byte = 'X'
+	TypeDir         byte = 'D'
+	TypeLink        byte = 'L'
+	TypeChunk       byte = 'C'
+	TypeOutcome     byte = 'O'
+	TypeTrailer     byte = 'T'
+	TypeBackupEnd   byte = 'E'
+	TypeEnd         byte = 'Z'
+)
+
+// Codecs of chunk data.
+const (
+	CodecNone byte = 0
+	CodecXZ   byte = 1
+)
+
+// Outcome statuses.
+const (
+	Stored   byte = 0
+	Vanished byte = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// CRC32C returns the Castagnoli CRC of b.
+func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// Writer writes one producer's stream: the prelude and B record on creation, Z on Close. All methods are safe
+// for concurrent use; records are written whole. A Writer does not close the underlying writer.
+type Writer struct {
+	mu       sync.Mutex
+	w        io.Writer
+	producer uint64
+	next     uint64
+	buf      []byte
+	closed   bool
+	err      error
+}
+
+// NewWriter writes the prelude and the B record for a new producer with a random id.
+func NewWriter(w io.Writer, producerName, backupID string) (*Writer, error) {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, err
+	}
+	sw := &Writer{w: w, producer: binary.BigEndian.Uint64(id[:])}
+	pre := make([]byte, 12)
+	copy(pre, Magic[:])
+	binary.BigEndian.PutUint16(pre[8:], Version)
+	if _, err := w.Write(pre); err != nil {
+		return nil, err
+	}
+	var b body
+	b.str(producerName)
+	b.str(backupID)
+	if err := sw.write(TypeBegin, b); err != nil {
+		return nil, err
+	}
+	return sw, nil
+}
+
+type body []byte
+
+func (b *body) u8(v byte)    { *b = append(*b, v) }
+func (b *body) u32(v uint32) { *b = binary.BigEndian.AppendUint32(*b, v) }
+func (b *body) u64(v uint64) { *b = binary.BigEndian.AppendUint64(*b, v) }
+func (b *body) str(s string) {
+	if len(s) > 0xffff {
+		s = s[:0xffff] // callers validate paths; this only keeps the frame well-formed
+	}
+	*b = binary.BigEndian.AppendUint16(*b, uint16(len(s)))
+	*b = append(*b, s...)
+}
+func (b *body) blob(p []byte) {
+	*b = binary.BigEndian.AppendUint32(*b, uint32(len(p)))
+	*b = append(*b, p...)
+}
+
+func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.err != nil {
+		return sw.err
+	}
+	if sw.closed {
+		return errors.New("chunkstream: write after close")
+	}
+	n := len(b)
+	for _, t := range tail {
+		n += len(t)
+	}
+	if n > MaxBody {
+		return fmt.Errorf("chunkstream: record body of %d bytes exceeds the limit", n)
+	}
+	need := headerSize + n + 4
+	if cap(sw.buf) < need {
+		sw.buf = make([]byte, need)
+	}
+	buf := sw.buf[:need]
+	binary.BigEndian.PutUint32(buf[0:], uint32(n))
+	buf[4] = typ
+	buf[5], buf[6], buf[7] = 0, 0, 0
+	binary.BigEndian.PutUint64(buf[8:], sw.producer)
+	binary.BigEndian.PutUint64(buf[16:], sw.next)
+	p := headerSize + copy(buf[headerSize:], b)
+	for _, t := range tail {
+		p += copy(buf[p:], t)
+	}
+	binary.BigEndian.PutUint32(buf[p:], CRC32C(buf[:p]))
+	if _, err := sw.w.Write(buf); err != nil {
+		sw.err = err
+		return err
+	}
+	sw.next++
+	if typ == TypeEnd {
+		sw.closed = true
+	}
+	return nil
+}
+
+// BackupStart describes the backup pgbb-xlog holds (record X).
+type BackupStart struct {
+	BackupID       string
+	SystemID       uint64
+	Timeline       uint32
+	StartLSN       uint64
+	WALSegmentSize uint32
+	ServerVersion  uint32
+	DirMode        uint32
+	Label          string
+	Tablespaces    []Tablespace
+}
+
+// Tablespace is one tablespace of the source cluster.
+type Tablespace struct {
+	OID      uint32
+	Location string
+}
+
+// BackupEnd is what pg_backup_stop returned (record E).
+type BackupEnd struct {
+	StopLSN       uint64
+	StopTimeline  uint32
+	BackupLabel   []byte
+	TablespaceMap []byte
+}
+
+// Chunk is one piece of a file (record C). Data is Raw when Codec is CodecNone, else Raw compressed.
+type Chunk struct {
+	Item    uint64
+	Offset  uint64
+	RawLen  uint32
+	RawCRC  uint32
+	Codec   byte
+	Path    string
+	Data    []byte
+}
+
+// Outcome closes an item (record O).
+type Outcome struct {
+	Item   uint64
+	Status byte
+	Stored uint64
+	Path   string
+}
+
+// WriteBackupStart writes an X record.
+func (sw *Writer) WriteBackupStart(s BackupStart) error {
+	var b body
+	b.str(s.BackupID)
+	b.u64(s.SystemID)
+	b.u32(s.Timeline)
+	b.u64(s.StartLSN)
+	b.u32(s.WALSegmentSize)
+	b.u32(s.ServerVersion)
+	b.u32(s.DirMode)
+	b.str(s.Label)
+	b.u32(uint32(len(s.Tablespaces)))
+	for _, t := range s.Tablespaces {
+		b.u32(t.OID)
+		b.str(t.Location)
+	}
+	return sw.write(TypeBackupStart, b)
+}
+
+// WriteDir writes a D record.
+func (sw *Writer) WriteDir(item uint64, path string) error {
+	var b body
+	b.u64(item)
+	b.str(path)
+	return sw.write(TypeDir, b)
+}
+
+// WriteLink writes an L record.
+func (sw *Writer) WriteLink(item uint64, path string) error {
+	var b body
+	b.u64(item)
+	b.str(path)
+	return sw.write(TypeLink, b)
+}
+
+// WriteChunk writes a C record; c.Data is copied before WriteChunk returns.
+func (sw *Writer) WriteChunk(c Chunk) error {
+	if c.RawLen > MaxChunk {
+		return fmt.Errorf("chunkstream: chunk of %d bytes exceeds the limit", c.RawLen)
+	}
+	var b body
+	b.u64(c.Item)
+	b.u64(c.Offset)
+	b.u32(c.RawLen)
+	b.u32(c.RawCRC)
+	b.u8(c.Codec)
+	b.str(c.Path)
+	return sw.write(TypeChunk, b, c.Data)
+}
+
+// WriteOutcome writes an O record.
+func (sw *Writer) WriteOutcome(o Outcome) error {
+	var b body
+	b.u64(o.Item)
+	b.u8(o.Status)
+	b.u64(o.Stored)
+	b.str(o.Path)
+	return sw.write(TypeOutcome, b)
+}
+
+// WriteTrailer writes a T record.
+func (sw *Writer) WriteTrailer(count uint64, backupID string) error {
+	var b body
+	b.u64(count)
+	b.str(backupID)
+	return sw.write(TypeTrailer, b)
+}
+
+// WriteBackupEnd writes an E record.
+func (sw *Writer) WriteBackupEnd(e BackupEnd) error {
+	var b body
+	b.u64(e.StopLSN)
+	b.u32(e.StopTimeline)
+	b.blob(e.BackupLabel)
+	b.blob(e.TablespaceMap)
+	return sw.write(TypeBackupEnd, b)
+}
+
+// Close writes the Z record. It does not close the underlying writer.
+func (sw *Writer) Close() error {
+	sw.mu.Lock()
+	n := sw.next
+	sw.mu.Unlock()
+	var b body
+	b.u64(n)
+	return sw.write(TypeEnd, b)
+}
+
+// WriteRaw writes a record read by a Reader unchanged (for forwarding another producer's records). It is
+// serialised with this writer's own records.
+func (sw *Writer) WriteRaw(raw []byte) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.err != nil {
+		return sw.err
+	}
+	if _, err := sw.w.Write(raw); err != nil {
+		sw.err = err
+		return err
+	}
+	return nil
+}
+
+// Record is one record read by a Reader. Raw and Body alias the Reader's buffer and are valid only until the
+// next call to Next.
+type Record struct {
+	Type     byte
+	Producer uint64
+	Num      uint64
+	Body     []byte
+	Raw      []byte
+}
+
+// Reader reads records from one input holding one or more complete streams, checking framing, CRCs and each
+// producer's record numbering. Next returns io.EOF only at a clean end where every producer has ended.
+type Reader struct {
+	r      *bufio.Reader
+	name   string
+	buf    []byte
+	open   map[uint64]uint64 // producer -> next record number
+	ended  map[uint64]bool
+	off    int64
+	inBody bool // a prelude has been read
+}
+
+// NewReader reads from r; name prefixes errors.
+func NewReader(r io.Reader, name string) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 1<<20), name: name, open: map[uint64]uint64{}, ended: map[uint64]bool{}}
+}
+
+func (rd *Reader) errf(format string, a ...any) error {
+	return fmt.Errorf("%s: offset %d: %s", rd.name, rd.off, fmt.Sprintf(format, a...))
+}
+
+// Next returns the next record.
+func (rd *Reader) Next() (*Record, error) {
+	for {
+		first, err := rd.r.Peek(1)
+		if err == io.EOF {
+			if !rd.inBody {
+				return nil, rd.errf("empty input: no stream")
+			}
+			for p := range rd.open {
+				return nil, rd.errf("stream cut short: producer %016x has no end record", p)
+			}
+			return nil, io.EOF
+		}
+		if err != nil {
+			return nil, rd.errf("read: %v", err)
+		}
+		if first[0] != Magic[0] {
+			break
+		}
+		var pre [12]byte
+		if _, err := io.ReadFull(rd.r, pre[:]); err != nil {
+			return nil, rd.errf("stream prelude cut short")
+		}
+		if [8]byte(pre[:8]) != Magic {
+			return nil, rd.errf("not a pgbb chunk stream (bad magic)")
+		}
+		if v := binary.BigEndian.Uint16(pre[8:]); v != Version {
+			return nil, rd.errf("chunk stream version %d is not supported (this pgbb reads version %d)", v, Version)
+		}
+		if binary.BigEndian.Uint16(pre[10:]) != 0 {
+			return nil, rd.errf("unknown stream flags")
+		}
+		rd.off += 12
+		rd.inBody = true
+	}
+	if !rd.inBody {
+		return nil, rd.errf("not a pgbb chunk stream (no prelude)")
+	}
+	hdr, err := rd.r.Peek(headerSize)
+	if err != nil {
+		return nil, rd.errf("record header cut short")
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	if n > MaxBody {
+		return nil, rd.errf("record length %d exceeds the limit (garbage or damage)", n)
+	}
+	total := headerSize + int(n) + 4
+	if cap(rd.buf) < total {
+		rd.buf = make([]byte, total)
+	}
+	buf := rd.buf[:total]
+	if _, err := io.ReadFull(rd.r, buf); err != nil {
+		return nil, rd.errf("record cut short")
+	}
+	if got, want := CRC32C(buf[:total-4]), binary.BigEndian.Uint32(buf[total-4:]); got != want {
+		return nil, rd.errf("record checksum mismatch (damaged stream)")
+	}
+	rec := &Record{
+		Type:     buf[4],
+		Producer: binary.BigEndian.Uint64(buf[8:]),
+		Num:      binary.BigEndian.Uint64(buf[16:]),
+		Body:     buf[headerSize : total-4],
+		Raw:      buf,
+	}
+	if buf[5] != 0 || buf[6] != 0 || buf[7] != 0 {
+		return nil, rd.errf("record flags set")
+	}
+	if err := rd.sequence(rec); err != nil {
+		return nil, err
+	}
+	rd.off += int64(total)
+	return rec, nil
+}
+
+func (rd *Reader) sequence(rec *Record) error {
+	if rd.ended[rec.Producer] {
+		return rd.errf("record of producer %016x after its end record (duplicated data)", rec.Producer)
+	}
+	next, ok := rd.open[rec.Producer]
+	switch {
+	case !ok && rec.Type != TypeBegin:
+		return rd.errf("record %d of unknown producer %016x (a stream's beginning is missing)", rec.Num, rec.Producer)
+	case !ok:
+		if rec.Num != 0 {
+			return rd.errf("begin record numbered %d", rec.Num)
+		}
+	case rec.Type == TypeBegin:
+		return rd.errf("second begin record of producer %016x", rec.Producer)
+	case rec.Num != next:
+		return rd.errf("record %d of producer %016x where %d was due (dropped, duplicated or reordered record)", rec.Num, rec.Producer, next)
+	}
+	switch rec.Type {
+	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd:
+	case TypeEnd:
+		d := decoder{b: rec.Body}
+		cnt := d.u64()
+		if err := d.done(); err != nil {
+			return rd.errf("end record: %v", err)
+		}
+		if cnt != rec.Num {
+			return rd.errf("end record counts %d records, %d were read", cnt, rec.Num)
+		}
+		delete(rd.open, rec.Producer)
+		rd.ended[rec.Producer] = true
+		return nil
+	default:
+		return rd.errf("unknown record type 0x%02x", rec.Type)
+	}
+	rd.open[rec.Producer] = rec.Num + 1
+	return nil
+}
+
+// decoder reads a body with bounds checks; the first error sticks.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) need(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || len(d.b) < n {
+		d.err = errors.New("record body cut short")
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+func (d *decoder) u8() byte {
+	if p := d.need(1); p != nil {
+		return p[0]
+	}
+	return 0
+}
+func (d *decoder) u32() uint32 {
+	if p := d.need(4); p != nil {
+		return binary.BigEndian.Uint32(p)
+	}
+	return 0
+}
+func (d *decoder) u64() uint64 {
+	if p := d.need(8); p != nil {
+		return binary.BigEndian.Uint64(p)
+	}
+	return 0
+}
+func (d *decoder) str() string {
+	n := d.need(2)
+	if n == nil {
+		return ""
+	}
+	return string(d.need(int(binary.BigEndian.Uint16(n))))
+}
+func (d *decoder) blob() []byte {
+	n := d.need(4)
+	if n == nil {
+		return nil
+	}
+	l := binary.BigEndian.Uint32(n)
+	if l > MaxBody {
+		d.err = errors.New("blob too long")
+		return nil
+	}
+	return append([]byte(nil), d.need(int(l))...)
+}
+func (d *decoder) done() error {
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%d unexpected bytes at the end of the record body", len(d.b))
+	}
+	return nil
+}
+
+// Begin decodes a B record: producer name and backup id.
+func (r *Record) Begin() (producer, backupID string, err error) {
+	d := decoder{b: r.Body}
+	producer, backupID = d.str(), d.str()
+	return producer, backupID, d.done()
+}
+
+// BackupStart decodes an X record.
+func (r *Record) BackupStart() (BackupStart, error) {
+	d := decoder{b: r.Body}
+	s := BackupStart{BackupID: d.str(), SystemID: d.u64(), Timeline: d.u32(), StartLSN: d.u64(),
+		WALSegmentSize: d.u32(), ServerVersion: d.u32(), DirMode: d.u32(), Label: d.str()}
+	n := d.u32()
+	if n > 65535 {
+		return s, errors.New("too many tablespaces")
+	}
+	for i := uint32(0); i < n && d.err == nil; i++ {
+		s.Tablespaces = append(s.Tablespaces, Tablespace{OID: d.u32(), Location: d.str()})
+	}
+	return s, d.done()
+}
+
+// ItemPath decodes a D or L record.
+func (r *Record) ItemPath() (item uint64, path string, err error) {
+	d := decoder{b: r.Body}
+	item, path = d.u64(), d.str()
+	return item, path, d.done()
+}
+
+// Chunk decodes a C record; Data aliases the record buffer.
+func (r *Record) Chunk() (Chunk, error) {
+	d := decoder{b: r.Body}
+	c := Chunk{Item: d.u64(), Offset: d.u64(), RawLen: d.u32(), RawCRC: d.u32(), Codec: d.u8(), Path: d.str()}
+	if d.err != nil {
+		return c, d.err
+	}
+	c.Data = d.b
+	d.b = nil
+	if c.RawLen > MaxChunk {
+		return c, fmt.Errorf("chunk of %d bytes exceeds the limit", c.RawLen)
+	}
+	switch c.Codec {
+	case CodecNone:
+		if uint32(len(c.Data)) != c.RawLen {
+			return c, fmt.Errorf("chunk holds %d bytes, header says %d", len(c.Data), c.RawLen)
+		}
+	case CodecXZ:
+	default:
+		return c, fmt.Errorf("unknown codec %d", c.Codec)
+	}
+	return c, nil
+}
+
+// Outcome decodes an O record.
+func (r *Record) Outcome() (Outcome, error) {
+	d := decoder{b: r.Body}
+	o := Outcome{Item: d.u64(), Status: d.u8(), Stored: d.u64(), Path: d.str()}
+	if d.err == nil && o.Status != Stored && o.Status != Vanished {
+		return o, fmt.Errorf("unknown outcome status %d", o.Status)
+	}
+	return o, d.done()
+}
+
+// Trailer decodes a T record.
+func (r *Record) Trailer() (count uint64, backupID string, err error) {
+	d := decoder{b: r.Body}
+	count, backupID = d.u64(), d.str()
+	return count, backupID, d.done()
+}
+
+// BackupEnd decodes an E record.
+func (r *Record) BackupEnd() (BackupEnd, error) {
+	d := decoder{b: r.Body}
+	e := BackupEnd{StopLSN: d.u64(), StopTimeline: d.u32(), BackupLabel: d.blob(), TablespaceMap: d.blob()}
+	return e, d.done()
+}

@@ -1,0 +1,73 @@
+package datadir
+
+import "testing"
+
+func TestClassifyMirrorsBasebackupExclusions(t *testing.T) {
+	r := NewRules(15, 202209061)
+	db := map[string]bool{"16384": true, "16384_init": true, "16384_fsm": true, "16390": true, "t3_16400": true}
+	cases := []struct {
+		dir, name string
+		isDir     bool
+		want      Decision
+	}{
+		{"", "pg_wal", true, EmptyDir},
+		{"", "pg_stat_tmp", true, EmptyDir},
+		{"", "pg_replslot", true, EmptyDir},
+		{"", "pg_dynshmem", true, EmptyDir},
+		{"", "pg_notify", true, EmptyDir},
+		{"", "pg_serial", true, EmptyDir},
+		{"", "pg_snapshots", true, EmptyDir},
+		{"", "pg_subtrans", true, EmptyDir},
+		{"", "pg_xact", true, Copy},
+		{"", "pg_stat", true, Copy},
+		{"", "postmaster.pid", false, Skip},
+		{"", "postmaster.opts", false, Skip},
+		{"", "backup_label", false, Skip},
+		{"", "tablespace_map", false, Skip},
+		{"", "backup_manifest", false, Skip},
+		{"", "postgresql.auto.conf.tmp", false, Skip},
+		{"", "current_logfiles.tmp", false, Skip},
+		{"", "postgresql.auto.conf", false, Copy},
+		{"global", "pg_control", false, Skip},
+		{"global", "pg_internal.init", false, Skip},
+		{"base/5", "pg_internal.init.123", false, Skip},
+		{"base", "pgsql_tmp", true, Skip},
+		{"base/pgsql_tmp", "pgsql_tmp123.0", false, Skip},
+		{"base/5", "t3_16400", false, Skip},
+		{"base/5", "t3_16400_fsm.1", false, Skip},
+		{"base/5", "16384", false, Skip},
+		{"base/5", "16384_fsm", false, Skip},
+		{"base/5", "16384_init", false, Copy},
+		{"base/5", "16390", false, Copy},
+		{"global", "16384", false, Copy}, // global is not a database directory
+		{"pg_tblspc", "16385", true, TablespaceLink},
+		{"pg_tblspc/16385", "PG_15_202209061", true, Copy},
+		{"pg_tblspc/16385", "PG_14_202107181", true, Skip},
+		{"pg_tblspc/16385/PG_15_202209061/5", "16384", false, Skip},
+		{"pg_tblspc/16385/PG_15_202209061/5", "t9_1", false, Skip},
+		{"log", "postgresql.log", false, Copy},
+	}
+	for _, c := range cases {
+		if got, why := r.Classify(c.dir, c.name, c.isDir, db); got != c.want {
+			t.Errorf("%s/%s: got %d (%s), want %d", c.dir, c.name, got, why, c.want)
+		}
+	}
+}
+
+func TestParseRelationFileName(t *testing.T) {
+	for name, want := range map[string]RelationFile{
+		"16384":        {Number: "16384"},
+		"16384_vm":     {Number: "16384", Fork: "vm"},
+		"16384.12":     {Number: "16384", Segment: "12"},
+		"16384_init.1": {Number: "16384", Fork: "init", Segment: "1"},
+	} {
+		if got, ok := ParseRelationFileName(name); !ok || got != want {
+			t.Errorf("%s: %+v %v", name, got, ok)
+		}
+	}
+	for _, bad := range []string{"", "PG_VERSION", "16384_foo", "16384.", "t1_2", "16384_vm_init"} {
+		if _, ok := ParseRelationFileName(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
