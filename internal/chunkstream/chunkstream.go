@@ -180,13 +180,13 @@ type BackupEnd struct {
 
 // Chunk is one piece of a file (record C). Data is Raw when Codec is CodecNone, else Raw compressed.
 type Chunk struct {
-	Item    uint64
-	Offset  uint64
-	RawLen  uint32
-	RawCRC  uint32
-	Codec   byte
-	Path    string
-	Data    []byte
+	Item   uint64
+	Offset uint64
+	RawLen uint32
+	RawCRC uint32
+	Codec  byte
+	Path   string
+	Data   []byte
 }
 
 // Outcome closes an item (record O).

@@ -1,0 +1,158 @@
+// Package cliapp is the command-line support shared by the four pgbb commands: error and hint printing in
+// the "pgbb-x: error: …" form, exit codes, secrets kept out of messages, and stdout checks. It is the only
+// package besides cmd/ that imports urfave/cli.
+package cliapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, documented in the README's EXIT STATUS table.
+const (
+	ExitOK      = 0 // success; for pgbb-pack and pgbb-xlog: the backup is complete and restorable
+	ExitFailure = 1 // the run failed; no backup_manifest was written
+	ExitUsage   = 2 // bad flags, arguments or input format, reported before any work
+)
+
+// Error carries an exit code and an optional hint for the user.
+type Error struct {
+	Code int
+	Err  error
+	Hint string
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Usage returns a usage error (exit 2) with a hint.
+func Usage(hint, format string, a ...any) error {
+	return &Error{Code: ExitUsage, Err: fmt.Errorf(format, a...), Hint: hint}
+}
+
+// WithHint attaches a hint to err (exit 1 unless err already carries a code).
+func WithHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) && e.Hint == "" {
+		return &Error{Code: e.Code, Err: err, Hint: hint}
+	}
+	return &Error{Code: ExitFailure, Err: err, Hint: hint}
+}
+
+var (
+	secretsMu sync.Mutex
+	secrets   []string
+)
+
+// AddSecret registers a string (a password) that must never be printed.
+func AddSecret(s string) {
+	if len(s) < 1 {
+		return
+	}
+	secretsMu.Lock()
+	secrets = append(secrets, s)
+	secretsMu.Unlock()
+}
+
+// Redact replaces registered secrets in s.
+func Redact(s string) string {
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
+	for _, p := range secrets {
+		s = strings.ReplaceAll(s, p, "********")
+	}
+	return s
+}
+
+// Logger prints "prog: level: msg" lines to stderr, secrets redacted. It is safe for concurrent use.
+type Logger struct {
+	Prog string
+	W    io.Writer
+	mu   sync.Mutex
+	// Verbose enables Info.
+	Verbose bool
+}
+
+func (l *Logger) print(level, format string, a ...any) {
+	msg := Redact(fmt.Sprintf(format, a...))
+	l.mu.Lock()
+	fmt.Fprintf(l.W, "%s: %s: %s\n", l.Prog, level, msg)
+	l.mu.Unlock()
+}
+
+// Warn prints a warning.
+func (l *Logger) Warn(format string, a ...any) { l.print("warning", format, a...) }
+
+// Hint prints a hint.
+func (l *Logger) Hint(format string, a ...any) { l.print("hint", format, a...) }
+
+// Info prints a progress message when Verbose is set.
+func (l *Logger) Info(format string, a ...any) {
+	if l.Verbose {
+		l.print("info", format, a...)
+	}
+}
+
+// Main runs app and exits with the right code. Only Main exits.
+func Main(app *cli.App) {
+	prog := app.Name
+	app.HideHelpCommand = true
+	app.OnUsageError = func(c *cli.Context, err error, isSubcommand bool) error {
+		return Usage("run '"+prog+" --help' for usage", "%v", err)
+	}
+	app.ExitErrHandler = func(*cli.Context, error) {}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := app.RunContext(ctx, os.Args)
+	stop()
+	if err == nil {
+		os.Exit(ExitOK)
+	}
+	code := ExitFailure
+	var e *Error
+	hint := ""
+	if errors.As(err, &e) {
+		code = e.Code
+		hint = e.Hint
+	}
+	if ctx.Err() != nil && e == nil {
+		err = fmt.Errorf("interrupted: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "%s: error: %s\n", prog, Redact(err.Error()))
+	if hint != "" {
+		fmt.Fprintf(os.Stderr, "%s: hint: %s\n", prog, Redact(hint))
+	}
+	os.Exit(code)
+}
+
+// DSN returns the connection string: the argument if given, else $PGBB_DSN, else "" (libpq defaults and PG*
+// variables). It registers the DSN's password as a secret.
+func DSN(arg string, password func(string) string) string {
+	dsn := arg
+	if dsn == "" {
+		dsn = os.Getenv("PGBB_DSN")
+	}
+	AddSecret(password(dsn))
+	AddSecret(os.Getenv("PGPASSWORD"))
+	return dsn
+}
+
+// RefuseTerminal returns a usage error when f is a terminal: binary streams do not go to screens.
+func RefuseTerminal(f *os.File, what string) error {
+	fi, err := f.Stat()
+	if err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		return Usage("redirect it to a file or pipe it into pgbb-pack", "refusing to write %s to a terminal", what)
+	}
+	return nil
+}
