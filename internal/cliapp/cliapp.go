@@ -115,6 +115,7 @@ func Main(app *cli.App) {
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := app.RunContext(ctx, os.Args)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
 		os.Exit(ExitOK)
@@ -126,7 +127,7 @@ func Main(app *cli.App) {
 		code = e.Code
 		hint = e.Hint
 	}
-	if ctx.Err() != nil && e == nil {
+	if interrupted && e == nil {
 		err = fmt.Errorf("interrupted: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "%s: error: %s\n", prog, Redact(err.Error()))

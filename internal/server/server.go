@@ -61,11 +61,14 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 		return nil, err
 	}
 	c := &Conn{pg: pg}
-	if c.Version, err = strconv.Atoi(pg.PgConn().ParameterStatus("server_version_num")); err != nil || c.Version == 0 {
-		// server_version_num is reported from PostgreSQL 12 on
-		v := pg.PgConn().ParameterStatus("server_version")
+	var v string
+	if err := pg.QueryRow(ctx, "SELECT current_setting('server_version_num')").Scan(&v); err != nil {
 		pg.Close(ctx)
-		return nil, fmt.Errorf("server version %q is not supported (pgbb needs PostgreSQL 13 or later)", v)
+		return nil, err
+	}
+	if c.Version, err = strconv.Atoi(v); err != nil {
+		pg.Close(ctx)
+		return nil, fmt.Errorf("bad server_version_num %q", v)
 	}
 	if c.Version < 130000 {
 		pg.Close(ctx)
@@ -268,4 +271,30 @@ func ErrorCode(err error) string {
 		return pe.Code
 	}
 	return ""
+}
+
+// WALSegmentSize returns wal_segment_size in bytes.
+func (c *Conn) WALSegmentSize(ctx context.Context) (uint64, error) {
+	var v int64
+	var unit *string
+	if err := c.pg.QueryRow(ctx, "SELECT setting::bigint, unit FROM pg_settings WHERE name = 'wal_segment_size'").Scan(&v, &unit); err != nil {
+		return 0, err
+	}
+	if unit == nil || *unit != "B" {
+		return 0, fmt.Errorf("wal_segment_size has an unexpected unit")
+	}
+	return uint64(v), nil
+}
+
+// DataDirectoryMode returns data_directory_mode, 0700 or 0750.
+func (c *Conn) DataDirectoryMode(ctx context.Context) (uint32, error) {
+	s, err := c.Show(ctx, "data_directory_mode")
+	if err != nil {
+		return 0, err
+	}
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil {
+		return 0, fmt.Errorf("bad data_directory_mode %q", s)
+	}
+	return uint32(m), nil
 }

@@ -1,0 +1,44 @@
+// Command pgbb-fetch copies work items from the server and writes them as a chunk stream
+// (docs/chunk-stream.md).
+package main
+
+import (
+	"os"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/fetch"
+	"github.com/pgbb/pgbb/internal/server"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	log := &cliapp.Logger{Prog: "pgbb-fetch", W: os.Stderr}
+	cliapp.Main(&cli.App{
+		Name:      "pgbb-fetch",
+		Usage:     "copy work items with pg_read_binary_file into a chunk stream",
+		ArgsUsage: "[WORK-LIST-LINE…]",
+		Description: "Reads work-list lines from stdin, or takes them as arguments (for xargs), and copies each item on\n" +
+			"one connection. The connection string comes from --dsn or PGBB_DSN (set by pgbb-xlog), else from\n" +
+			"PG* variables. Vanished and shrunk files are normal during a backup.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dsn", Usage: "connection string (default: $PGBB_DSN, then PG* variables)"},
+			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
+			&cli.StringFlag{Name: "compress", Value: "none", Usage: "chunk compression: none or xz"},
+			&cli.IntFlag{Name: "chunk-size", Value: fetch.DefaultChunkSize, Usage: "bytes per read"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all) instead of stdout"},
+			&cli.StringFlag{Name: "output-dir", Aliases: []string{"O"}, Usage: "write the stream to a new uniquely named .stream file in DIR"},
+		},
+		Action: func(c *cli.Context) error {
+			return fetch.Run(c.Context, fetch.Options{
+				DSN:       cliapp.DSN(c.String("dsn"), server.Password),
+				BackupID:  c.String("backup-id"),
+				Compress:  c.String("compress"),
+				ChunkSize: c.Int("chunk-size"),
+				Output:    c.String("output"),
+				OutputDir: c.String("output-dir"),
+				Items:     c.Args().Slice(),
+				Log:       log,
+			}, os.Stdin, os.Stdout)
+		},
+	})
+}

@@ -1,0 +1,53 @@
+// Command pgbb-pack assembles chunk streams into a plain data directory and writes backup_manifest last.
+package main
+
+import (
+	"os"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/pack"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	log := &cliapp.Logger{Prog: "pgbb-pack", W: os.Stderr}
+	cliapp.Main(&cli.App{
+		Name:      "pgbb-pack",
+		Usage:     "assemble chunk streams into a backup",
+		ArgsUsage: "[INPUT…]",
+		Description: "Reads stdin, or each INPUT in turn: a stream file, \"-\" for stdin, or a directory whose *.stream\n" +
+			"files are read when it is reached. Validates every record, writes the data directory, proves every\n" +
+			"work item and the WAL from start to stop arrived, and writes backup_manifest last. Exit 0 means the\n" +
+			"backup is complete; on failure what was written is removed (see --no-clean).",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "pgdata", Aliases: []string{"D"}, Usage: "target directory (new or empty)", Required: true},
+			&cli.StringSliceFlag{Name: "tablespace-mapping", Aliases: []string{"T"}, Usage: "relocate the tablespace in OLDDIR to NEWDIR"},
+			&cli.BoolFlag{Name: "force", Usage: "empty a non-empty target directory first"},
+			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			if f := c.String("format"); f != "plain" && f != "p" {
+				return cliapp.Usage("use -F plain", "format %q is not supported", f)
+			}
+			maps := map[string]string{}
+			for _, m := range c.StringSlice("tablespace-mapping") {
+				old, nw, err := pack.ParseMapping(m)
+				if err != nil {
+					return cliapp.Usage("write -T OLDDIR=NEWDIR with absolute paths", "%v", err)
+				}
+				maps[old] = nw
+			}
+			log.Verbose = c.Bool("verbose")
+			return pack.Run(pack.Options{
+				Dest:     c.String("pgdata"),
+				Force:    c.Bool("force"),
+				Mappings: maps,
+				NoClean:  c.Bool("no-clean"),
+				Inputs:   c.Args().Slice(),
+				Log:      log,
+			}, os.Stdin)
+		},
+	})
+}

@@ -1,0 +1,87 @@
+// Command pgbb-xlog holds a backup session: it starts the backup, runs the base copy, copies the WAL, and
+// stops the backup, writing one chunk stream (docs/chunk-stream.md).
+package main
+
+import (
+	"os"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/session"
+	"github.com/urfave/cli/v2"
+)
+
+func main() {
+	log := &cliapp.Logger{Prog: "pgbb-xlog", W: os.Stderr}
+	cliapp.Main(&cli.App{
+		Name:      "pgbb-xlog",
+		Usage:     "hold a backup session and copy its WAL",
+		ArgsUsage: "[DSN] [-- CMD ARGS…]",
+		Description: "Starts a non-exclusive backup, runs CMD with PGBB_BACKUP_ID and PGBB_DSN in its environment and\n" +
+			"forwards CMD's chunk stream on stdout, interleaved with the WAL. When CMD exits 0: copies\n" +
+			"global/pg_control, calls pg_backup_stop and copies the remaining WAL. Without CMD it prints\n" +
+			"PGBB_BACKUP_ID on stderr and runs until a line \"stop\" on stdin (finish the backup) or SIGINT or\n" +
+			"SIGTERM (abandon it). The DSN may also come from PGBB_DSN, which keeps a password off command lines.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Value: "fast", Usage: "fast or spread"},
+			&cli.StringFlag{Name: "label", Aliases: []string{"l"}, Value: "pgbb base backup", Usage: "backup label"},
+			&cli.DurationFlag{Name: "delay", Aliases: []string{"D"}, Value: 1e9, Usage: "pause between WAL copy rounds"},
+			&cli.StringFlag{Name: "compress", Value: "none", Usage: "WAL chunk compression: none or xz"},
+			&cli.BoolFlag{Name: "no-slot", Usage: "do not create the temporary replication slot"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			dsn, child, err := splitArgs(c.Args().Slice(), os.Args[1:])
+			if err != nil {
+				return err
+			}
+			fast := false
+			switch c.String("checkpoint") {
+			case "fast":
+				fast = true
+			case "spread":
+			default:
+				return cliapp.Usage("use -c fast or -c spread", "invalid checkpoint argument %q", c.String("checkpoint"))
+			}
+			log.Verbose = c.Bool("verbose")
+			return session.Run(c.Context, session.Options{
+				DSN:      cliapp.DSN(dsn, server.Password),
+				Label:    c.String("label"),
+				Fast:     fast,
+				Delay:    c.Duration("delay"),
+				Compress: c.String("compress"),
+				NoSlot:   c.Bool("no-slot"),
+				Child:    child,
+				Log:      log,
+			}, os.Stdin, os.Stdout)
+		},
+	})
+}
+
+// splitArgs separates the optional DSN from the command after "--". The flag parser consumes a "--" that
+// directly follows the flags, so raw (the whole command line) tells whether one was given.
+func splitArgs(args, raw []string) (dsn string, child []string, err error) {
+	for i, a := range args {
+		if a == "--" {
+			if i > 1 {
+				return "", nil, cliapp.Usage("pgbb-xlog [flags] [DSN] -- CMD ARGS…", "too many arguments before --")
+			}
+			if i == 1 {
+				dsn = args[0]
+			}
+			return dsn, args[i+1:], nil
+		}
+	}
+	for _, a := range raw {
+		if a == "--" {
+			return "", args, nil
+		}
+	}
+	if len(args) > 1 {
+		return "", nil, cliapp.Usage("separate the command with --: pgbb-xlog [DSN] -- CMD ARGS…", "too many arguments")
+	}
+	if len(args) == 1 {
+		dsn = args[0]
+	}
+	return dsn, nil, nil
+}

@@ -1,0 +1,246 @@
+// Package fetch copies work items from the server with pg_read_binary_file and writes them as a chunk
+// stream (docs/chunk-stream.md).
+package fetch
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/worklist"
+)
+
+// DefaultChunkSize is the bytes asked for per pg_read_binary_file call.
+const DefaultChunkSize = 4 << 20
+
+// Options for Run.
+type Options struct {
+	DSN       string
+	BackupID  string   // PGBB_BACKUP_ID; required
+	Compress  string   // "none" or "xz"
+	ChunkSize int      // bytes per read, at most chunkstream.MaxChunk
+	Output    string   // "" or "-" for stdout, else a file written whole (temp name, fsync, rename)
+	OutputDir string   // write to a new uniquely named *.stream file in this directory
+	Items     []string // work-list lines given as arguments; stdin is read when empty
+	Log       *cliapp.Logger
+}
+
+var tablespaceLinkPath = regexp.MustCompile(`^pg_tblspc/[0-9]+$`)
+
+// Run validates the options, connects, and copies every item read from stdin (or o.Items) to the output.
+// A vanished file is reported as such and a shrunk one with the bytes it still had: both are normal
+// during a backup (WAL replay restores them). Any other error stops the run; the stream then lacks its end
+// record and pgbb-pack refuses it.
+func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err error) {
+	if o.BackupID == "" {
+		return cliapp.Usage("run pgbb-fetch under pgbb-xlog, which sets PGBB_BACKUP_ID, or pass --backup-id", "no backup id: PGBB_BACKUP_ID is not set")
+	}
+	if !worklist.ValidBackupID(o.BackupID) {
+		return cliapp.Usage("use the value pgbb-xlog set in PGBB_BACKUP_ID", "bad backup id %q", o.BackupID)
+	}
+	codec := chunkstream.CodecNone
+	switch o.Compress {
+	case "", "none":
+	case "xz":
+		codec = chunkstream.CodecXZ
+	default:
+		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	}
+	if o.ChunkSize == 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	if o.ChunkSize < 8192 || o.ChunkSize > chunkstream.MaxChunk || o.ChunkSize%8192 != 0 {
+		return cliapp.Usage("give a multiple of 8192 between 8192 and 16777216", "bad chunk size %d", o.ChunkSize)
+	}
+	if o.Output != "" && o.Output != "-" && o.OutputDir != "" {
+		return cliapp.Usage("give either -o FILE or -O DIR", "both -o and -O given")
+	}
+	var items []worklist.Line
+	for i, a := range o.Items {
+		l, err := worklist.ParseLine(a)
+		if err != nil {
+			return cliapp.Usage("arguments are work-list lines, as pgbb-list writes them", "argument %d: %v", i+1, err)
+		}
+		if l.Item != nil || l.Trailer != nil {
+			items = append(items, l)
+		}
+	}
+
+	out, commit, abort, err := openOutput(o, stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			abort()
+		}
+	}()
+	conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
+	if err != nil {
+		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
+	}
+	defer conn.Close()
+	bw := bufio.NewWriterSize(out, 256<<10)
+	sw, err := chunkstream.NewWriter(bw, "pgbb-fetch", o.BackupID)
+	if err != nil {
+		return err
+	}
+	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, chunk: o.ChunkSize, backupID: o.BackupID}
+	if len(o.Items) > 0 {
+		for _, l := range items {
+			if err := f.do(l); err != nil {
+				return err
+			}
+		}
+	} else {
+		rd := worklist.NewReader(stdin, "stdin")
+		for {
+			l, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return &cliapp.Error{Code: cliapp.ExitUsage, Err: err}
+			}
+			if err := f.do(l); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sw.Close(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return commit()
+}
+
+type fetcher struct {
+	ctx      context.Context
+	conn     *server.Conn
+	sw       *chunkstream.Writer
+	codec    byte
+	chunk    int
+	backupID string
+	buf      []byte
+	zbuf     []byte
+}
+
+func (f *fetcher) do(l worklist.Line) error {
+	if t := l.Trailer; t != nil {
+		if t.BackupID != f.backupID {
+			return fmt.Errorf("work list of backup %s, but this backup is %s", t.BackupID, f.backupID)
+		}
+		return f.sw.WriteTrailer(t.Count, t.BackupID)
+	}
+	it := l.Item
+	switch it.Kind {
+	case worklist.Dir:
+		return f.sw.WriteDir(it.Seq, it.Path)
+	case worklist.Link:
+		if !tablespaceLinkPath.MatchString(it.Path) {
+			return fmt.Errorf("item %d: link %q is not pg_tblspc/<oid>", it.Seq, it.Path)
+		}
+		return f.sw.WriteLink(it.Seq, it.Path)
+	}
+	var stored int64
+	status := chunkstream.Stored
+	for stored < it.Length {
+		n := min(int64(f.chunk), it.Length-stored)
+		data, missing, err := f.conn.ReadFile(f.ctx, f.buf[:0], it.Path, it.Offset+stored, n)
+		if err != nil {
+			if server.ErrorCode(err) == "42501" {
+				return cliapp.WithHint(fmt.Errorf("read %s: %w", it.Path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
+			}
+			return fmt.Errorf("read %s at %d: %w", it.Path, it.Offset+stored, err)
+		}
+		f.buf = data
+		if missing {
+			if stored == 0 {
+				status = chunkstream.Vanished
+			}
+			break
+		}
+		if len(data) == 0 {
+			break // the file shrank
+		}
+		if int64(len(data)) > n {
+			return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), n)
+		}
+		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(it.Offset + stored), RawLen: uint32(len(data)),
+			RawCRC: chunkstream.CRC32C(data), Codec: f.codec, Path: it.Path, Data: data}
+		if f.codec == chunkstream.CodecXZ {
+			if f.zbuf, err = compress.XZ(f.zbuf[:0], data); err != nil {
+				return err
+			}
+			c.Data = f.zbuf
+		}
+		if err := f.sw.WriteChunk(c); err != nil {
+			return err
+		}
+		stored += int64(len(data))
+		if int64(len(data)) < n {
+			break // the file shrank while being read
+		}
+	}
+	return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: status, Stored: uint64(stored), Path: it.Path})
+}
+
+// openOutput returns the writer and how to finish or abandon it. A file output is written under a temporary
+// name and renamed only on success.
+func openOutput(o Options, stdout *os.File) (io.Writer, func() error, func(), error) {
+	target := o.Output
+	if o.OutputDir != "" {
+		var r [6]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return nil, nil, nil, err
+		}
+		target = filepath.Join(o.OutputDir, fmt.Sprintf("fetch-%d-%s.stream", os.Getpid(), hex.EncodeToString(r[:])))
+	}
+	if target == "" || target == "-" {
+		if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
+			return nil, nil, nil, err
+		}
+		return stdout, func() error { return nil }, func() {}, nil
+	}
+	tmp := target + ".tmp"
+	if strings.HasSuffix(target, ".tmp") {
+		return nil, nil, nil, cliapp.Usage("choose another name", "output name %q ends in .tmp, which pgbb uses for unfinished files", target)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	commit := func() error {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, target); err != nil {
+			return err
+		}
+		d, err := os.Open(filepath.Dir(target))
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}
+	abort := func() { f.Close(); os.Remove(tmp) }
+	return f, commit, abort, nil
+}

@@ -1,0 +1,513 @@
+// Package session holds a backup session: it starts a non-exclusive backup, runs the base copy as a child
+// process, copies WAL in a loop, and after the child succeeds copies pg_control, stops the backup and copies
+// the remaining WAL. It writes its own records and forwards the child's whole into one chunk stream.
+//
+// Record order on the output, for one producer "pgbb-xlog": B, X, then WAL chunks and outcomes interleaved
+// with the child's forwarded records, then (only after the child exited 0 and its output ended) the
+// pg_control chunk and outcome, the remaining WAL and history files, E, Z. Without E the backup is
+// unfinished and pgbb-pack refuses it.
+package session
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+// Options for Run.
+type Options struct {
+	DSN      string
+	Label    string
+	Fast     bool          // -c fast: immediate checkpoint at start
+	Delay    time.Duration // pause between WAL copy rounds
+	Compress string        // "none" or "xz", for WAL chunks
+	NoSlot   bool          // do not create the temporary replication slot
+	Child    []string      // the base copy command; empty: wait for "stop" on stdin
+	Log      *cliapp.Logger
+}
+
+// chunk is the bytes asked for per read of a WAL segment (a multiple of the page size).
+const chunk = 4 << 20
+
+// Environment variables set for the child.
+const (
+	EnvBackupID = "PGBB_BACKUP_ID"
+	EnvDSN      = "PGBB_DSN"
+)
+
+type session struct {
+	ctx     context.Context
+	o       Options
+	conn    *server.Conn
+	sw      *chunkstream.Writer
+	out     *lockedWriter
+	start   chunkstream.BackupStart
+	magic   uint16
+	nextSeg wal.Segment
+	slot    string
+	codec   byte
+	buf     []byte
+	zbuf    []byte
+}
+
+// Run holds one backup session and writes the chunk stream to stdout. It returns nil only when the backup is
+// complete: the child succeeded, pg_backup_stop returned and every WAL segment from start to stop was copied
+// and checked. On any error the connection is closed, which makes the server abandon the backup and drop the
+// temporary slot, and the child's process group is sent SIGTERM.
+func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error {
+	if o.Delay <= 0 {
+		o.Delay = time.Second
+	}
+	s := &session{ctx: ctx, o: o}
+	switch o.Compress {
+	case "", "none":
+	case "xz":
+		s.codec = chunkstream.CodecXZ
+	default:
+		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	}
+	if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
+		return err
+	}
+	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", true)
+	if err != nil {
+		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
+	}
+	s.conn = conn
+	defer conn.Close()
+	s.out = &lockedWriter{w: bufio.NewWriterSize(stdout, 1<<20)}
+	if err := s.begin(); err != nil {
+		return err
+	}
+	if len(o.Child) == 0 {
+		err = s.waitForStop(stdin)
+	} else {
+		err = s.runChild()
+	}
+	if err != nil {
+		return err
+	}
+	return s.finish()
+}
+
+func (s *session) begin() error {
+	ctx := s.ctx
+	rec, err := s.conn.InRecovery(ctx)
+	if err != nil {
+		return err
+	}
+	if rec {
+		return cliapp.WithHint(errors.New("the server is a standby: backups from a standby are not supported yet"), "back up the primary")
+	}
+	if s.magic, err = wal.PageMagic(s.conn.Version); err != nil {
+		return err
+	}
+	segSize, err := s.conn.WALSegmentSize(ctx)
+	if err != nil {
+		return err
+	}
+	if !wal.ValidSegmentSize(segSize) {
+		return fmt.Errorf("unexpected wal_segment_size %d", segSize)
+	}
+	mode, err := s.conn.DataDirectoryMode(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := s.readControl()
+	if err != nil {
+		return err
+	}
+	tbs, err := s.conn.Tablespaces(ctx)
+	if err != nil {
+		return err
+	}
+	if !s.o.NoSlot {
+		ok, err := s.conn.CanCreateSlot(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			s.slot = fmt.Sprintf("pgbb_%d_%d", os.Getpid(), time.Now().Unix())
+			if err := s.conn.CreateTemporarySlot(ctx, s.slot); err != nil {
+				return fmt.Errorf("create temporary replication slot: %w", err)
+			}
+		} else {
+			s.o.Log.Warn("role %q lacks REPLICATION: no slot pins the WAL, and a checkpoint during the backup may remove WAL before it is copied (the backup then fails)", s.conn.User)
+			s.o.Log.Hint("ALTER ROLE %s REPLICATION, or raise wal_keep_size above the WAL written during a backup", s.conn.User)
+		}
+	}
+	label := s.o.Label
+	if label == "" {
+		label = "pgbb base backup"
+	}
+	startLSN, err := s.conn.StartBackup(ctx, label, s.o.Fast)
+	if err != nil {
+		return cliapp.WithHint(fmt.Errorf("start backup: %w", err), "the role needs EXECUTE on pg_backup_start(text, boolean) (13/14: pg_start_backup(text, boolean, boolean))")
+	}
+	name, err := s.conn.WALFileName(ctx, startLSN)
+	if err != nil {
+		return err
+	}
+	tli, err := strconv.ParseUint(name[:8], 16, 32)
+	if err != nil {
+		return fmt.Errorf("bad WAL file name %q", name)
+	}
+	var nonce [4]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return err
+	}
+	id := fmt.Sprintf("%d-%d-%X-%X-%08x", info.SystemID, tli, uint32(startLSN>>32), uint32(startLSN), binary.BigEndian.Uint32(nonce[:]))
+	s.start = chunkstream.BackupStart{BackupID: id, SystemID: info.SystemID, Timeline: uint32(tli), StartLSN: uint64(startLSN),
+		WALSegmentSize: uint32(segSize), ServerVersion: uint32(s.conn.Version), DirMode: mode, Label: label}
+	for _, t := range tbs {
+		s.start.Tablespaces = append(s.start.Tablespaces, chunkstream.Tablespace{OID: t.OID, Location: t.Location})
+	}
+	s.nextSeg = wal.SegmentOf(startLSN, uint32(tli), segSize)
+	if s.sw, err = chunkstream.NewWriter(s.out, "pgbb-xlog", id); err != nil {
+		return err
+	}
+	if err := s.sw.WriteBackupStart(s.start); err != nil {
+		return err
+	}
+	s.o.Log.Info("backup %s started at %s", id, startLSN)
+	return s.flush()
+}
+
+func (s *session) flush() error { return s.out.Flush() }
+
+// lockedWriter serialises whole-record writes (each chunkstream record is one Write) with flushes.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Flush()
+}
+
+// readControl reads pg_control until its CRC is valid: the server may be rewriting it (invariant 5).
+func (s *session) readControl() (controlfile.Info, error) {
+	b, err := s.readControlBytes()
+	if err != nil {
+		return controlfile.Info{}, err
+	}
+	return controlfile.Parse(b)
+}
+
+func (s *session) readControlBytes() ([]byte, error) {
+	var last error
+	for i := 0; i < 50; i++ {
+		b, missing, err := s.conn.ReadFile(s.ctx, nil, controlfile.Path, 0, controlfile.FileSize)
+		if err != nil {
+			if server.ErrorCode(err) == "42501" {
+				return nil, cliapp.WithHint(err, "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
+			}
+			return nil, fmt.Errorf("read %s: %w", controlfile.Path, err)
+		}
+		if missing {
+			return nil, fmt.Errorf("%s is missing on the server", controlfile.Path)
+		}
+		if _, err := controlfile.Parse(b); err == nil {
+			return b, nil
+		} else {
+			last = err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("pg_control never read with a valid CRC: %w", last)
+}
+
+func (s *session) childEnv() []string {
+	env := os.Environ()
+	env = append(env, EnvBackupID+"="+s.start.BackupID)
+	if s.o.DSN != "" {
+		env = append(env, EnvDSN+"="+s.o.DSN)
+	}
+	return env
+}
+
+// runChild runs the base copy, forwarding its records, and copies WAL until it has exited and its output
+// has ended.
+func (s *session) runChild() error {
+	cmd := exec.Command(s.o.Child[0], s.o.Child[1:]...)
+	cmd.Env = s.childEnv()
+	cmd.Stdin = os.Stdin
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.o.Child[0], err)
+	}
+	killed := false
+	kill := func() {
+		if !killed {
+			killed = true
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	fwdDone := make(chan error, 1)
+	go func() { fwdDone <- s.forward(pipe) }()
+	waitDone := make(chan error, 1)
+	var fwdErr, waitErr error
+	fwdOpen, childRunning := true, true
+	tick := time.NewTicker(s.o.Delay)
+	defer tick.Stop()
+	for fwdOpen || childRunning {
+		select {
+		case fwdErr = <-fwdDone:
+			fwdOpen = false
+			if fwdErr != nil {
+				kill()
+			} else if childRunning {
+				go func() { waitDone <- cmd.Wait() }()
+			}
+		case waitErr = <-waitDone:
+			childRunning = false
+		case <-tick.C:
+			if err := s.copyCompletedWAL(); err != nil {
+				kill()
+				return err
+			}
+		case <-s.ctx.Done():
+			kill()
+			return s.ctx.Err()
+		}
+		if !fwdOpen && fwdErr != nil && childRunning {
+			// the child's output is unusable; reap the child after SIGTERM
+			go func() { waitDone <- cmd.Wait() }()
+			<-waitDone
+			childRunning = false
+		}
+	}
+	if fwdErr != nil {
+		return fmt.Errorf("child output: %w", fwdErr)
+	}
+	if waitErr != nil {
+		return fmt.Errorf("base copy %q failed: %w", strings.Join(s.o.Child, " "), waitErr)
+	}
+	return nil
+}
+
+// forward copies the child's records whole into the output. An empty output is allowed (the child may
+// write its streams to files, as with xargs).
+func (s *session) forward(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	if _, err := br.Peek(1); err == io.EOF {
+		return nil
+	}
+	rd := chunkstream.NewReader(br, "child output")
+	for {
+		rec, err := rd.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			io.Copy(io.Discard, br)
+			return err
+		}
+		if rec.Type == chunkstream.TypeBackupStart || rec.Type == chunkstream.TypeBackupEnd {
+			return errors.New("child output holds a backup start or end record")
+		}
+		if err := s.sw.WriteRaw(rec.Raw); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *session) waitForStop(stdin io.Reader) error {
+	fmt.Fprintf(os.Stderr, "%s=%s\n", EnvBackupID, s.start.BackupID)
+	s.o.Log.Info("backup running; write \"stop\" on stdin to finish it, SIGINT or SIGTERM to abandon it")
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			lines <- strings.TrimSpace(sc.Text())
+		}
+		close(lines)
+	}()
+	tick := time.NewTicker(s.o.Delay)
+	defer tick.Stop()
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return errors.New("stdin ended without a \"stop\" line: backup abandoned")
+			}
+			if l == "stop" {
+				return nil
+			}
+		case <-tick.C:
+			if err := s.copyCompletedWAL(); err != nil {
+				return err
+			}
+		case <-s.ctx.Done():
+			return fmt.Errorf("backup abandoned: %w", s.ctx.Err())
+		}
+	}
+}
+
+// copyCompletedWAL copies every segment the flush position has passed, and checks the slot.
+func (s *session) copyCompletedWAL() error {
+	flush, err := s.conn.FlushLSN(s.ctx)
+	if err != nil {
+		return fmt.Errorf("backup session: %w", err)
+	}
+	for s.nextSeg.End() <= flush {
+		if err := s.copySegment(s.nextSeg); err != nil {
+			return err
+		}
+		s.nextSeg.No++
+	}
+	if s.slot != "" {
+		ok, status, err := s.conn.SlotAlive(s.ctx, s.slot)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("replication slot %s is %s: the server removed WAL this backup needs", s.slot, status)
+		}
+	}
+	return s.flush()
+}
+
+func (s *session) copySegment(seg wal.Segment) error {
+	path := "pg_wal/" + seg.Name()
+	exp := wal.Expect{Magic: s.magic, SystemID: s.start.SystemID, Segment: seg}
+	for off := uint64(0); off < seg.Size; off += chunk {
+		n := min(uint64(chunk), seg.Size-off)
+		data, missing, err := s.conn.ReadFile(s.ctx, s.buf[:0], path, int64(off), int64(n))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		s.buf = data
+		if missing {
+			return cliapp.WithHint(fmt.Errorf("WAL segment %s was removed before it was copied", seg.Name()),
+				"give the backup role REPLICATION so pgbb-xlog can pin WAL with a slot, or raise wal_keep_size")
+		}
+		if uint64(len(data)) != n {
+			return fmt.Errorf("WAL segment %s: read %d bytes at offset %d, want %d", seg.Name(), len(data), off, n)
+		}
+		if err := wal.CheckPages(data, off, exp); err != nil {
+			return err
+		}
+		if err := s.writeChunk(path, off, data); err != nil {
+			return err
+		}
+	}
+	s.o.Log.Info("copied %s", path)
+	return s.sw.WriteOutcome(chunkstream.Outcome{Item: 0, Status: chunkstream.Stored, Stored: seg.Size, Path: path})
+}
+
+func (s *session) writeChunk(path string, off uint64, data []byte) error {
+	c := chunkstream.Chunk{Item: 0, Offset: off, RawLen: uint32(len(data)), RawCRC: chunkstream.CRC32C(data),
+		Codec: s.codec, Path: path, Data: data}
+	if s.codec == chunkstream.CodecXZ {
+		var err error
+		if s.zbuf, err = compress.XZ(s.zbuf[:0], data); err != nil {
+			return err
+		}
+		c.Data = s.zbuf
+	}
+	return s.sw.WriteChunk(c)
+}
+
+// finish copies pg_control, stops the backup, copies the WAL through the stop LSN and the history files, and
+// ends the stream.
+func (s *session) finish() error {
+	ctl, err := s.readControlBytes()
+	if err != nil {
+		return err
+	}
+	if err := s.writeChunk(controlfile.Path, 0, ctl); err != nil {
+		return err
+	}
+	if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Stored: uint64(len(ctl)), Path: controlfile.Path}); err != nil {
+		return err
+	}
+	stop, label, spcmap, err := s.conn.StopBackup(s.ctx)
+	if err != nil {
+		return fmt.Errorf("stop backup: %w", err)
+	}
+	// the WAL through stop is in segments up to the one holding the byte before it (XLByteToPrevSeg)
+	last := wal.SegmentOf(stop-1, s.start.Timeline, uint64(s.start.WALSegmentSize))
+	deadline := time.Now().Add(5 * time.Minute)
+	for s.nextSeg.No <= last.No {
+		if err := s.copyCompletedWAL(); err != nil {
+			return err
+		}
+		if s.nextSeg.No > last.No {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("WAL segment %s was not completed within 5 minutes of pg_backup_stop", s.nextSeg.Name())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := s.copyHistoryFiles(); err != nil {
+		return err
+	}
+	if err := s.sw.WriteBackupEnd(chunkstream.BackupEnd{StopLSN: uint64(stop), StopTimeline: s.start.Timeline, BackupLabel: label, TablespaceMap: spcmap}); err != nil {
+		return err
+	}
+	if err := s.sw.Close(); err != nil {
+		return err
+	}
+	s.o.Log.Info("backup %s stopped at %s", s.start.BackupID, stop)
+	return s.flush()
+}
+
+func (s *session) copyHistoryFiles() error {
+	entries, err := s.conn.ListDir(s.ctx, "pg_wal")
+	if err != nil {
+		return fmt.Errorf("list pg_wal: %w", err)
+	}
+	for _, e := range entries {
+		if !wal.IsHistoryFileName(e.Name) || e.IsDir {
+			continue
+		}
+		path := "pg_wal/" + e.Name
+		data, missing, err := s.conn.ReadFile(s.ctx, nil, path, 0, 1<<24)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		if missing {
+			return fmt.Errorf("history file %s vanished", path)
+		}
+		if err := s.writeChunk(path, 0, data); err != nil {
+			return err
+		}
+		if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Stored: uint64(len(data)), Path: path}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
