@@ -158,6 +158,16 @@ func (f *fetcher) do(l worklist.Line) error {
 	}
 	var stored int64
 	status := chunkstream.Stored
+	if it.Length == 0 {
+		// an empty file: a zero-length read tells whether it still exists
+		_, missing, err := f.conn.ReadFile(f.ctx, nil, it.Path, it.Offset, 0)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", it.Path, err)
+		}
+		if missing {
+			status = chunkstream.Vanished
+		}
+	}
 	for stored < it.Length {
 		n := min(int64(f.chunk), it.Length-stored)
 		data, missing, err := f.conn.ReadFile(f.ctx, f.buf[:0], it.Path, it.Offset+stored, n)

@@ -607,6 +607,19 @@ func (p *packer) outcome(rec *chunkstream.Record) error {
 	if o.Status == chunkstream.Vanished && o.Stored != 0 {
 		return fmt.Errorf("item %d: vanished with bytes", o.Item)
 	}
+	if o.Status == chunkstream.Stored && o.Stored == 0 {
+		// the file existed but gave no bytes for this range (an empty file, or one that shrank): it must
+		// exist in the backup
+		if dir := filepath.Dir(o.Path); dir != "." {
+			if err := p.mkdirs(dir); err != nil {
+				return err
+			}
+		}
+		if err := p.writeAt(o.Path, 0, nil); err != nil {
+			return err
+		}
+		p.files[o.Path] = true
+	}
 	st.done = true
 	return nil
 }

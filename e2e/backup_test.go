@@ -1,0 +1,247 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/pgtest"
+)
+
+// source is a cluster prepared like the issue's acceptance case: data checksums, a tablespace, an unlogged
+// table, pgbench data, and one file or directory for every rule of PostgreSQL's exclusion table.
+type source struct {
+	c       *pgtest.Cluster
+	tsDir   string // tablespace location on the server
+	tsOID   string
+	dbOID   string
+	planted []string // excluded paths planted in the data directory
+}
+
+func newSource(t *testing.T, scale int) *source {
+	c := pgtest.New(t, pgtest.Options{DataChecksums: true, Conf: []string{"max_wal_size = 64MB", "checkpoint_timeout = 30s"}})
+	s := &source{c: c, tsDir: c.TempDir(t)}
+	c.Psql(t, "postgres", "CREATE TABLESPACE ts LOCATION '"+s.tsDir+"'")
+	c.Psql(t, "postgres", `CREATE TABLE in_ts (id bigserial PRIMARY KEY, v text) TABLESPACE ts;
+INSERT INTO in_ts (v) SELECT md5(g::text) FROM generate_series(1, 20000) g;
+CREATE INDEX in_ts_v ON in_ts (v) TABLESPACE ts;
+CREATE UNLOGGED TABLE ul (id int PRIMARY KEY, v text);
+INSERT INTO ul SELECT g, md5(g::text) FROM generate_series(1, 20000) g;`)
+	s.tsOID = c.Psql(t, "postgres", "SELECT oid FROM pg_tablespace WHERE spcname = 'ts'")
+	s.dbOID = c.Psql(t, "postgres", "SELECT oid FROM pg_database WHERE datname = 'postgres'")
+	if r := run(t, 5*time.Minute, c.Command("pgbench").Env, filepath.Join(pgtest.BinDir(), "pgbench"), "-i", "-q", "-s", strconv.Itoa(scale)); r.code != 0 {
+		t.Fatalf("pgbench -i: %s", r.stderr)
+	}
+	s.plantExcluded(t)
+	return s
+}
+
+// plantExcluded puts one entry for each exclusion rule into the running cluster's data directory.
+func (s *source) plantExcluded(t *testing.T) {
+	d := s.c.Dir
+	files := []string{
+		"pg_stat_tmp/planted.stat",
+		"pg_dynshmem/planted.dsm",
+		"pg_notify/planted",
+		"pg_serial/planted",
+		"pg_snapshots/planted-snapshot",
+		"postgresql.auto.conf.tmp",
+		"current_logfiles.tmp",
+		"backup_label",
+		"tablespace_map",
+		"backup_manifest",
+		"base/" + s.dbOID + "/pg_internal.init.12345",
+		"base/pgsql_tmp/pgsql_tmp999.0",
+		"base/" + s.dbOID + "/pgsql_tmp123",
+		"base/" + s.dbOID + "/t3_99999",
+		"base/" + s.dbOID + "/t3_99999_fsm",
+		"pg_wal/archive_status/000000010000000000000001.done",
+	}
+	for _, f := range files {
+		p := filepath.Join(d, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("planted by the test: must not be in the backup\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.planted = append(s.planted, f)
+	}
+	// a slot directory, as a real slot would leave
+	if err := os.MkdirAll(filepath.Join(d, "pg_replslot", "planted_slot"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.ChownToServerUser(d); err != nil {
+		t.Fatal(err)
+	}
+	// pg_internal.init, postmaster.pid and postmaster.opts exist in a running cluster
+	for _, f := range []string{"global/pg_internal.init", "postmaster.pid", "postmaster.opts"} {
+		if _, err := os.Stat(filepath.Join(d, f)); err != nil {
+			t.Fatalf("expected %s in the running cluster: %v", f, err)
+		}
+	}
+}
+
+// load runs pgbench -c 2 (TPC-B) and a second client writing the tablespace and unlogged tables until stop
+// is called.
+func (s *source) load(t *testing.T) (stop func()) {
+	script := filepath.Join(t.TempDir(), "extra.sql")
+	os.WriteFile(script, []byte(`INSERT INTO in_ts (v) SELECT md5(random()::text) FROM generate_series(1, 50);
+INSERT INTO ul SELECT id + 1000000, v FROM ul WHERE id = (SELECT max(id) FROM ul) ON CONFLICT DO NOTHING;
+`), 0o644)
+	os.Chmod(filepath.Dir(script), 0o755)
+	var cmds []*exec.Cmd
+	for _, args := range [][]string{{"-c", "2", "-j", "2", "-T", "3600", "-n"}, {"-c", "1", "-T", "3600", "-n", "-f", script}} {
+		cmd := s.c.Command("pgbench", args...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	time.Sleep(time.Second)
+	return func() {
+		for _, cmd := range cmds {
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+		}
+	}
+}
+
+// checkRestore is the oracle: stock pg_verifybackup with WAL parsing, the restored cluster starts and
+// reaches consistency, pg_amcheck passes, pgbench balances agree, the tablespace data is there through the
+// mapped link, and the unlogged table is empty.
+func (s *source) checkRestore(t *testing.T, dest, tsNew string) {
+	t.Helper()
+	if r := run(t, 5*time.Minute, env(), filepath.Join(pgtest.BinDir(), "pg_verifybackup"), dest); r.code != 0 {
+		t.Fatalf("pg_verifybackup failed:\n%s%s", r.stdout, r.stderr)
+	}
+	link := filepath.Join(dest, "pg_tblspc", s.tsOID)
+	if target, err := os.Readlink(link); err != nil || target != tsNew {
+		t.Fatalf("tablespace link %s -> %q (%v), want %s", link, target, err, tsNew)
+	}
+	if ents, _ := os.ReadDir(tsNew); len(ents) != 1 || !strings.HasPrefix(ents[0].Name(), "PG_15_") {
+		t.Fatalf("mapped tablespace directory holds %v", ents)
+	}
+	if err := pgtest.ChownToServerUser(dest); err != nil {
+		t.Fatal(err)
+	}
+	r := pgtest.Start(t, dest)
+	if got := r.Psql(t, "postgres", "SELECT pg_is_in_recovery()"); got != "f" {
+		t.Fatalf("restored cluster in recovery: %s", got)
+	}
+	sums := r.Psql(t, "postgres", `SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT sum(tbalance) FROM pgbench_tellers)
+ || ' ' || (SELECT sum(bbalance) FROM pgbench_branches) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)
+ || ' ' || (SELECT count(*) FROM pgbench_history)`)
+	f := strings.Fields(sums)
+	if len(f) != 5 || f[0] != f[1] || f[1] != f[2] || f[2] != f[3] {
+		t.Fatalf("pgbench balances disagree: accounts, tellers, branches, history = %v", f)
+	}
+	if f[4] == "0" {
+		t.Fatalf("no pgbench transaction in the backup: the load did not run")
+	}
+	if n, _ := strconv.Atoi(r.Psql(t, "postgres", "SELECT count(*) FROM in_ts")); n < 20000 {
+		t.Fatalf("tablespace table has %d rows, want at least 20000", n)
+	}
+	if got := r.Psql(t, "postgres", "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'"); got != tsNew {
+		t.Fatalf("restored tablespace location %q, want %q", got, tsNew)
+	}
+	if got := r.Psql(t, "postgres", "SELECT count(*) FROM ul"); got != "0" {
+		t.Fatalf("unlogged table has %s rows after restore, want 0", got)
+	}
+	am := r.Command("pg_amcheck", "--all", "--heapallindexed", "--install-missing")
+	if out, err := am.CombinedOutput(); err != nil {
+		t.Fatalf("pg_amcheck: %v\n%s", err, out)
+	}
+}
+
+// checkExcluded asserts every planted excluded entry is absent from the backup and every directory whose
+// contents are excluded is present and empty.
+func (s *source) checkExcluded(t *testing.T, dest string) {
+	t.Helper()
+	for _, f := range s.planted {
+		switch f {
+		case "backup_label":
+			b, err := os.ReadFile(filepath.Join(dest, f))
+			if err != nil || strings.Contains(string(b), "planted") || !strings.Contains(string(b), "START WAL LOCATION") {
+				t.Errorf("backup_label is not the one pg_backup_stop returned: %q %v", b, err)
+			}
+			continue
+		case "backup_manifest":
+			b, _ := os.ReadFile(filepath.Join(dest, f))
+			if strings.Contains(string(b), "planted") {
+				t.Errorf("planted backup_manifest copied")
+			}
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(dest, f)); err == nil {
+			t.Errorf("excluded %s is in the backup", f)
+		}
+	}
+	for _, f := range []string{"postmaster.pid", "postmaster.opts", "global/pg_internal.init", "base/" + s.dbOID + "/pg_internal.init", "base/pgsql_tmp", "tablespace_map"} {
+		if _, err := os.Lstat(filepath.Join(dest, f)); err == nil {
+			t.Errorf("excluded %s is in the backup", f)
+		}
+	}
+	for _, d := range []string{"pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans", "pg_wal/archive_status"} {
+		ents, err := os.ReadDir(filepath.Join(dest, d))
+		if err != nil {
+			t.Errorf("directory %s missing from the backup: %v", d, err)
+		} else if len(ents) != 0 {
+			t.Errorf("directory %s should be empty, holds %d entries (%s…)", d, len(ents), ents[0].Name())
+		}
+	}
+	// the unlogged table: only its init fork
+	rel := s.c.Psql(t, "postgres", "SELECT relfilenode FROM pg_class WHERE relname = 'ul'")
+	if _, err := os.Stat(filepath.Join(dest, "base", s.dbOID, rel)); err == nil {
+		t.Errorf("unlogged table's main fork is in the backup")
+	}
+	if _, err := os.Stat(filepath.Join(dest, "base", s.dbOID, rel+"_init")); err != nil {
+		ents, _ := filepath.Glob(filepath.Join(dest, "base", s.dbOID, "*_init"))
+		t.Errorf("unlogged table's init fork is missing: %v (init forks: %v; source: %s)", err, ents, s.c.Psql(t, "postgres", "SELECT string_agg(relname || '=' || relfilenode, ' ') FROM pg_class WHERE relpersistence = 'u'"))
+	}
+	// modes of a cluster made without -g
+	filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		want := os.FileMode(0o600)
+		if fi.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %04o, want %04o", p, fi.Mode().Perm(), want)
+			return filepath.SkipAll
+		}
+		return nil
+	})
+}
+
+func TestPlainBackupUnderWriteLoad(t *testing.T) {
+	for _, fanout := range []string{"parallel", "xargs"} {
+		t.Run(fanout, func(t *testing.T) {
+			s := newSource(t, 10)
+			stop := s.load(t)
+			dest := s.c.TempDir(t)
+			tsNew := s.c.TempDir(t)
+			r := run(t, 10*time.Minute, env(), script, "-j", "4", "--fanout", fanout, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+			stop()
+			if r.code != 0 {
+				t.Fatalf("pgbb-basebackup exit %d\nstderr:\n%s", r.code, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("pgbb-basebackup wrote to stdout: %q", r.stdout)
+			}
+			s.checkExcluded(t, dest)
+			s.checkRestore(t, dest, tsNew)
+			// nothing of the backup session is left on the server
+			if n := s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
+				t.Errorf("%s replication slots left on the server", n)
+			}
+		})
+	}
+}
