@@ -1,0 +1,35 @@
+# pgbb — parallel PostgreSQL base backups over SQL connections.
+GO      ?= go
+PREFIX  ?= /usr/local
+BINDIR  := bin
+
+.PHONY: all build test unit demo install clean deps fuzz
+
+all: build
+
+build:
+	$(GO) build -o $(BINDIR)/ ./cmd/...
+
+# Installs what the tests and the demo need (PostgreSQL 15 server and client tools, GNU parallel) when
+# missing; a no-op where they are present.
+deps:
+	scripts/install-deps
+
+# The whole suite: pure packages and the end-to-end pipelines against real PostgreSQL servers.
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+# Pure packages only (no server needed).
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /e2e -e /pgtest)
+
+demo: deps build
+	scripts/demo
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINDIR)/pgbb-list $(BINDIR)/pgbb-fetch $(BINDIR)/pgbb-xlog $(BINDIR)/pgbb-pack scripts/pgbb-basebackup $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf $(BINDIR)
