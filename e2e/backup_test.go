@@ -221,26 +221,36 @@ func (s *source) checkExcluded(t *testing.T, dest string) {
 	})
 }
 
+// TestPlainBackupUnderWriteLoad backs up a cluster under pgbench writes with both fan-outs and restores the
+// result. PGBB_E2E_RUNS=N repeats each fan-out N times on the same cluster (the issue's "ten consecutive
+// runs": PGBB_E2E_RUNS=10).
 func TestPlainBackupUnderWriteLoad(t *testing.T) {
+	runs := 1
+	if n, err := strconv.Atoi(os.Getenv("PGBB_E2E_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
 	for _, fanout := range []string{"parallel", "xargs"} {
 		t.Run(fanout, func(t *testing.T) {
 			s := newSource(t, 10)
-			stop := s.load(t)
-			dest := s.c.TempDir(t)
-			tsNew := s.c.TempDir(t)
-			r := run(t, 10*time.Minute, env(), script, "-j", "4", "--fanout", fanout, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
-			stop()
-			if r.code != 0 {
-				t.Fatalf("pgbb-basebackup exit %d\nstderr:\n%s", r.code, r.stderr)
-			}
-			if r.stdout != "" {
-				t.Errorf("pgbb-basebackup wrote to stdout: %q", r.stdout)
-			}
-			s.checkExcluded(t, dest)
-			s.checkRestore(t, dest, tsNew)
-			// nothing of the backup session is left on the server
-			if n := s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
-				t.Errorf("%s replication slots left on the server", n)
+			for i := 1; i <= runs; i++ {
+				stop := s.load(t)
+				dest := s.c.TempDir(t)
+				tsNew := s.c.TempDir(t)
+				r := run(t, 10*time.Minute, env(), script, "-j", "4", "--fanout", fanout, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+				stop()
+				if r.code != 0 {
+					t.Fatalf("run %d: pgbb-basebackup exit %d\nstderr:\n%s", i, r.code, r.stderr)
+				}
+				if r.stdout != "" {
+					t.Errorf("pgbb-basebackup wrote to stdout: %q", r.stdout)
+				}
+				s.checkExcluded(t, dest)
+				s.checkRestore(t, dest, tsNew)
+				// nothing of the backup session is left on the server
+				if n := s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
+					t.Errorf("%s replication slots left on the server", n)
+				}
+				t.Logf("run %d of %d: backup took %v", i, runs, r.elapsed.Round(time.Millisecond))
 			}
 		})
 	}
