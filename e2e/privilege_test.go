@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,5 +46,43 @@ GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO 
 	expectFailure(t, r, 30*time.Second, "pgbb-xlog", "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean)")
 	if n := c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
 		t.Errorf("%s replication slots left", n)
+	}
+}
+
+// A cluster made with initdb -g is backed up with 0750/0640, whatever the umask of the run; a default cluster
+// with 0700/0600 even under a permissive umask.
+func TestModesFollowTheSource(t *testing.T) {
+	for _, group := range []bool{true, false} {
+		c := pgtest.New(t, pgtest.Options{GroupReadable: group})
+		c.Psql(t, "postgres", "CREATE TABLE t AS SELECT 1 AS a")
+		dest := filepath.Join(t.TempDir(), "dest")
+		umask := "077"
+		wantDir, wantFile := os.FileMode(0o750), os.FileMode(0o640)
+		if !group {
+			umask, wantDir, wantFile = "000", 0o700, 0o600
+		}
+		r := run(t, 5*time.Minute, env(), "bash", "-c", "umask "+umask+"; exec \"$0\" \"$@\"", script, c.DSN(), dest)
+		if r.code != 0 {
+			t.Fatalf("exit %d\n%s", r.code, r.stderr)
+		}
+		n := 0
+		filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := wantFile
+			if fi.IsDir() {
+				want = wantDir
+			}
+			if fi.Mode().Perm() != want {
+				t.Errorf("group-readable=%v: %s has mode %04o, want %04o", group, p, fi.Mode().Perm(), want)
+				return filepath.SkipAll
+			}
+			n++
+			return nil
+		})
+		if n < 100 {
+			t.Fatalf("only %d entries checked", n)
+		}
 	}
 }

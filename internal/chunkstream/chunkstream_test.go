@@ -234,6 +234,12 @@ func TestRoundTripEveryRecordType(t *testing.T) {
 	if !bytes.Equal(raw, in[12:]) {
 		t.Fatal("Raw of the records does not add up to the stream")
 	}
+	// The writer frames records as the spec says: framing them by hand gives the same bytes.
+	for i, r := range recs {
+		if h := mkRecord(r.rec.Type, r.rec.Producer, r.rec.Num, r.rec.Body); !bytes.Equal(h, r.rec.Raw) {
+			t.Errorf("record %d: written % x, by the spec % x", i, r.rec.Raw, h)
+		}
+	}
 }
 
 func TestRoundTripLargestChunk(t *testing.T) {
@@ -560,24 +566,38 @@ func TestDecodeRejectsBadBodies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var buf bytes.Buffer
-			sw, err := NewWriter(&buf, "p", testID)
-			if err != nil {
-				t.Fatal(err)
+			var bodies []body
+			if tc.typ != TypeBegin {
+				bodies = append(bodies, cat(str("p"), str(testID)))
 			}
-			if err := sw.write(tc.typ, tc.body); err != nil {
-				t.Fatal(err)
+			bodies = append(bodies, tc.body)
+			in := append(bytes.Clone(Magic[:]), 0, 1, 0, 0)
+			for i, b := range bodies {
+				typ := TypeBegin
+				if i > 0 {
+					typ = tc.typ
+				}
+				in = append(in, mkRecord(typ, 7, uint64(i), b)...)
 			}
-			if err := sw.Close(); err != nil {
-				t.Fatal(err)
-			}
-			recs := mustRead(t, buf.Bytes()) // framing is fine
-			err, _ = recs[1].v.(error)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("decode: %v, want an error mentioning %q", recs[1].v, tc.want)
+			in = append(in, mkRecord(TypeEnd, 7, uint64(len(bodies)), cat(u64(uint64(len(bodies)))))...)
+			recs := mustRead(t, in) // framing is fine
+			bad := recs[len(recs)-2]
+			err, _ := bad.v.(error)
+			if bad.rec.Type != tc.typ || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("decode %q: %v, want an error mentioning %q", bad.rec.Type, bad.v, tc.want)
 			}
 		})
 	}
+}
+
+// mkRecord frames a record by hand, after the layout of docs/chunk-stream.md.
+func mkRecord(typ byte, producer, num uint64, b []byte) []byte {
+	r := binary.BigEndian.AppendUint32(nil, uint32(len(b)))
+	r = append(r, typ, 0, 0, 0)
+	r = binary.BigEndian.AppendUint64(r, producer)
+	r = binary.BigEndian.AppendUint64(r, num)
+	r = append(r, b...)
+	return binary.BigEndian.AppendUint32(r, CRC32C(r))
 }
 
 // --- tampering ---
@@ -851,7 +871,7 @@ func TestTamperHeaderFields(t *testing.T) {
 	for _, i := range recIdx {
 		i := i
 		cases := map[string]func(r []byte) []byte{
-			"length MaxBody+1": func(r []byte) []byte { binary.BigEndian.PutUint32(r, MaxBody+1); return r },
+			"length MaxBody+1":  func(r []byte) []byte { binary.BigEndian.PutUint32(r, MaxBody+1); return r },
 			"length 0xffffffff": func(r []byte) []byte { binary.BigEndian.PutUint32(r, 0xffffffff); return r },
 			"length 0x7fffffff": func(r []byte) []byte { binary.BigEndian.PutUint32(r, 0x7fffffff); return r },
 			"length MaxBody, not that many bytes": func(r []byte) []byte {
@@ -1064,4 +1084,46 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Known bug, kept skipped so that the suite passes; see the report that came with these tests. Close reads the
+// record count under the lock, releases it and only then writes Z, so a record written by another goroutine in
+// between makes Z's count disagree with its number: the stream is unreadable. The Writer is documented as safe
+// for concurrent use; a write racing Close should either land before Z or fail with "write after close".
+func TestKnownBugCloseRacesWithWrites(t *testing.T) {
+	t.Skip("known bug: Writer.Close computes the Z count outside the lock that writes Z")
+	for iter := 0; iter < 2000; iter++ {
+		var buf bytes.Buffer
+		sw, err := NewWriter(&buf, "p", testID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := 0; i < 50; i++ {
+					if sw.WriteDir(1, "x") != nil {
+						return // after Close: fine
+					}
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := sw.Close(); err != nil {
+				t.Error(err)
+			}
+		}()
+		close(start)
+		wg.Wait()
+		if recs, err := readAll(t, buf.Bytes()); err != io.EOF {
+			t.Fatalf("iteration %d: read %d records, then %v", iter, len(recs), err)
+		}
+	}
 }
