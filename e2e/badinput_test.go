@@ -224,6 +224,9 @@ if [ $args = 0 ]; then exec ` + bin("pgbb-fetch") + ` "$@" <<<"$input"; else exe
 			if strings.HasPrefix(kv, "PATH=") {
 				e[i] = "PATH=" + wrapDir + ":" + strings.TrimPrefix(kv, "PATH=")
 			}
+			if strings.HasPrefix(kv, "PGBB_BINDIR=") {
+				e[i] = "PGBB_BINDIR=" + wrapDir
+			}
 		}
 		r := run(t, 3*time.Minute, e, filepath.Join(wrapDir, "pgbb-basebackup"), "-j", "2", "--fanout", fanout, c.DSN(), dest)
 		if _, err := os.Stat(mark); err != nil {

@@ -86,7 +86,8 @@ func env(extra ...string) []string {
 		}
 		e = append(e, kv)
 	}
-	e = append(e, "PATH="+binDir+":"+pgtest.BinDir()+":"+os.Getenv("PATH"))
+	// PGBB_BINDIR makes scripts/pgbb-basebackup use the binaries built for this test run, not a stale bin/
+	e = append(e, "PATH="+binDir+":"+pgtest.BinDir()+":"+os.Getenv("PATH"), "PGBB_BINDIR="+binDir)
 	return append(e, extra...)
 }
 

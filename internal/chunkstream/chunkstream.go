@@ -135,6 +135,9 @@ func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
 	buf[5], buf[6], buf[7] = 0, 0, 0
 	binary.BigEndian.PutUint64(buf[8:], sw.producer)
 	binary.BigEndian.PutUint64(buf[16:], sw.next)
+	if typ == TypeEnd {
+		binary.BigEndian.PutUint64(b, sw.next)
+	}
 	p := headerSize + copy(buf[headerSize:], b)
 	for _, t := range tail {
 		p += copy(buf[p:], t)
@@ -277,12 +280,8 @@ func (sw *Writer) WriteBackupEnd(e BackupEnd) error {
 
 // Close writes the Z record. It does not close the underlying writer.
 func (sw *Writer) Close() error {
-	sw.mu.Lock()
-	n := sw.next
-	sw.mu.Unlock()
-	var b body
-	b.u64(n)
-	return sw.write(TypeEnd, b)
+	// write fills in the count under its lock, so a concurrent record cannot slip in between
+	return sw.write(TypeEnd, make(body, 8))
 }
 
 // WriteRaw writes a record read by a Reader unchanged (for forwarding another producer's records). It is
@@ -320,6 +319,7 @@ type Reader struct {
 	ended  map[uint64]bool
 	off    int64
 	inBody bool // a prelude has been read
+	bare   bool // the last prelude has no record after it yet
 }
 
 // NewReader reads from r; name prefixes errors.
@@ -339,6 +339,9 @@ func (rd *Reader) Next() (*Record, error) {
 			if !rd.inBody {
 				return nil, rd.errf("empty input: no stream")
 			}
+			if rd.bare {
+				return nil, rd.errf("stream cut short: a prelude without records")
+			}
 			for p := range rd.open {
 				return nil, rd.errf("stream cut short: producer %016x has no end record", p)
 			}
@@ -354,6 +357,9 @@ func (rd *Reader) Next() (*Record, error) {
 		if _, err := io.ReadFull(rd.r, pre[:]); err != nil {
 			return nil, rd.errf("stream prelude cut short")
 		}
+		if rd.bare {
+			return nil, rd.errf("a prelude without records")
+		}
 		if [8]byte(pre[:8]) != Magic {
 			return nil, rd.errf("not a pgbb chunk stream (bad magic)")
 		}
@@ -365,6 +371,7 @@ func (rd *Reader) Next() (*Record, error) {
 		}
 		rd.off += 12
 		rd.inBody = true
+		rd.bare = true
 	}
 	if !rd.inBody {
 		return nil, rd.errf("not a pgbb chunk stream (no prelude)")
@@ -401,6 +408,7 @@ func (rd *Reader) Next() (*Record, error) {
 	if err := rd.sequence(rec); err != nil {
 		return nil, err
 	}
+	rd.bare = false
 	rd.off += int64(total)
 	return rec, nil
 }

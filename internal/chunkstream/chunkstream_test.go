@@ -689,8 +689,10 @@ func smallStream(t testing.TB) []byte {
 func interleavedStream(t testing.TB) []byte {
 	t.Helper()
 	a, b := split(t, smallStream(t)), split(t, smallStream(t))
-	var segs []segment
-	for i := range a {
+	// one prelude, then both producers' records alternating, as pgbb-xlog forwards them (it drops the
+	// child's prelude): a prelude directly followed by another is refused as a cut stream
+	segs := []segment{a[0]}
+	for i := 1; i < len(a); i++ {
 		segs = append(segs, a[i], b[i])
 	}
 	return join(segs)
@@ -956,7 +958,6 @@ func TestTamperPrelude(t *testing.T) {
 // with io.EOF, although docs/chunk-stream.md says a cut at any offset is an error and bytes after the last
 // record that are not a complete stream must be rejected.
 func TestKnownBugBarePreludeIsAcceptedAsAStream(t *testing.T) {
-	t.Skip("known bug: Reader returns io.EOF for a prelude not followed by any record")
 	s := smallStream(t)
 	mustFail(t, "cut right after the prelude", s[:12])
 	mustFail(t, "prelude after the last record", append(bytes.Clone(s), s[:12]...))
@@ -1091,7 +1092,6 @@ func FuzzReader(f *testing.F) {
 // between makes Z's count disagree with its number: the stream is unreadable. The Writer is documented as safe
 // for concurrent use; a write racing Close should either land before Z or fail with "write after close".
 func TestKnownBugCloseRacesWithWrites(t *testing.T) {
-	t.Skip("known bug: Writer.Close computes the Z count outside the lock that writes Z")
 	for iter := 0; iter < 2000; iter++ {
 		var buf bytes.Buffer
 		sw, err := NewWriter(&buf, "p", testID)

@@ -82,14 +82,39 @@ func UnescapePath(s string) (string, error) {
 		if i+4 > len(s) || s[i+1] != 'x' {
 			return "", fmt.Errorf("bad escape in path %q", s)
 		}
-		v, err := strconv.ParseUint(s[i+2:i+4], 16, 8)
-		if err != nil {
-			return "", fmt.Errorf("bad escape in path %q", s)
+		hi, ok1 := lowerHex(s[i+2])
+		lo, ok2 := lowerHex(s[i+3])
+		if !ok1 || !ok2 {
+			return "", fmt.Errorf("bad escape in path %q (want \\x and two lowercase hex digits)", s)
 		}
-		b.WriteByte(byte(v))
+		b.WriteByte(hi<<4 | lo)
 		i += 3
 	}
 	return b.String(), nil
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
+
+// parseDecimal parses a canonical non-negative decimal: digits only, no sign, no leading zero.
+func parseDecimal(s string, max uint64) (uint64, bool) {
+	if s == "" || len(s) > 19 || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	return v, err == nil && v <= max
 }
 
 // CheckPath enforces the path rule of docs/worklist.md: relative, non-empty, no empty, "." or ".."
@@ -132,8 +157,8 @@ func ParseLine(s string) (Line, error) {
 		if len(f) != 3 {
 			return Line{}, fmt.Errorf("trailer has %d fields, want 3", len(f))
 		}
-		n, err := strconv.ParseUint(f[1], 10, 63)
-		if err != nil {
+		n, ok := parseDecimal(f[1], 1<<63-1)
+		if !ok {
 			return Line{}, fmt.Errorf("bad item count %q", f[1])
 		}
 		if !ValidBackupID(f[2]) {
@@ -144,23 +169,20 @@ func ParseLine(s string) (Line, error) {
 	if len(f) != 5 {
 		return Line{}, fmt.Errorf("item has %d fields, want 5 (seq, kind, offset, length, path separated by tabs)", len(f))
 	}
-	seq, err := strconv.ParseUint(f[0], 10, 63)
-	if err != nil || seq == 0 {
+	seq, ok := parseDecimal(f[0], 1<<63-1)
+	if !ok || seq == 0 {
 		return Line{}, fmt.Errorf("bad sequence number %q", f[0])
 	}
 	if len(f[1]) != 1 || (f[1][0] != 'f' && f[1][0] != 'd' && f[1][0] != 'l') {
 		return Line{}, fmt.Errorf("bad kind %q (want f, d or l)", f[1])
 	}
-	off, err := strconv.ParseInt(f[2], 10, 64)
-	if err != nil || off < 0 {
+	off, ok := parseDecimal(f[2], 1<<60)
+	if !ok {
 		return Line{}, fmt.Errorf("bad offset %q", f[2])
 	}
-	length, err := strconv.ParseInt(f[3], 10, 64)
-	if err != nil || length < 0 {
+	length, ok := parseDecimal(f[3], 1<<60)
+	if !ok {
 		return Line{}, fmt.Errorf("bad length %q", f[3])
-	}
-	if off > (1<<62) || length > (1<<62) {
-		return Line{}, fmt.Errorf("range too large")
 	}
 	p, err := UnescapePath(f[4])
 	if err != nil {
@@ -169,32 +191,47 @@ func ParseLine(s string) (Line, error) {
 	if err := CheckPath(p); err != nil {
 		return Line{}, err
 	}
-	it := Item{Seq: seq, Kind: Kind(f[1][0]), Offset: off, Length: length, Path: p}
+	it := Item{Seq: seq, Kind: Kind(f[1][0]), Offset: int64(off), Length: int64(length), Path: p}
 	if it.Kind != File && (off != 0 || length != 0) {
 		return Line{}, fmt.Errorf("%c item with a byte range", it.Kind)
 	}
 	return Line{Item: &it}, nil
 }
 
-// Reader reads a work list line by line. Errors name the line number.
+// Reader reads a work list line by line. Errors name the line number. A last line without its newline is
+// an error: a list cut inside a line must not yield a shorter, valid-looking item.
 type Reader struct {
-	sc     *bufio.Scanner
+	br     *bufio.Reader
 	lineNo int
 	name   string
 }
 
+// maxLine bounds one line; paths are at most MAXPGPATH bytes, escaped four times.
+const maxLine = 64 << 10
+
 // NewReader reads from r; name prefixes errors (e.g. "stdin").
 func NewReader(r io.Reader, name string) *Reader {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	return &Reader{sc: sc, name: name}
+	return &Reader{br: bufio.NewReaderSize(r, 64<<10), name: name}
 }
 
 // Next returns the next item or trailer, skipping comments. It returns io.EOF at the end of input.
 func (r *Reader) Next() (Line, error) {
-	for r.sc.Scan() {
+	for {
+		s, err := r.br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull || len(s) > maxLine {
+			return Line{}, fmt.Errorf("%s: line %d: longer than %d bytes", r.name, r.lineNo+1, maxLine)
+		}
+		if err == io.EOF {
+			if len(s) == 0 {
+				return Line{}, io.EOF
+			}
+			return Line{}, fmt.Errorf("%s: line %d: cut short (no newline at the end of the input)", r.name, r.lineNo+1)
+		}
+		if err != nil {
+			return Line{}, fmt.Errorf("%s: line %d: %w", r.name, r.lineNo+1, err)
+		}
 		r.lineNo++
-		l, err := ParseLine(r.sc.Text())
+		l, err := ParseLine(string(s[:len(s)-1]))
 		if err != nil {
 			return Line{}, fmt.Errorf("%s: line %d: %w", r.name, r.lineNo, err)
 		}
@@ -203,8 +240,4 @@ func (r *Reader) Next() (Line, error) {
 		}
 		return l, nil
 	}
-	if err := r.sc.Err(); err != nil {
-		return Line{}, fmt.Errorf("%s: line %d: %w", r.name, r.lineNo+1, err)
-	}
-	return Line{}, io.EOF
 }

@@ -207,11 +207,11 @@ func TestParseLineRejects(t *testing.T) {
 		{"offset empty", `1\tf\t\t0\ta`, "bad offset"},
 		{"offset not a number", `1\tf\tx\t0\ta`, "bad offset"},
 		{"offset overflow", `1\tf\t9223372036854775808\t0\ta`, "bad offset"},
-		{"offset too large", `1\tf\t4611686018427387905\t0\ta`, "range too large"},
+		{"offset too large", `1\tf\t4611686018427387905\t0\ta`, "bad offset"},
 		{"length negative", `1\tf\t0\t-8192\ta`, "bad length"},
 		{"length empty", `1\tf\t0\t\ta`, "bad length"},
 		{"length hex", `1\tf\t0\t0x10\ta`, "bad length"},
-		{"length too large", `1\tf\t0\t4611686018427387905\ta`, "range too large"},
+		{"length too large", `1\tf\t0\t4611686018427387905\ta`, "bad length"},
 		// ranges on d and l
 		{"dir with offset", `1\td\t1\t0\tbase`, "d item with a byte range"},
 		{"dir with length", `1\td\t0\t1\tbase`, "d item with a byte range"},
@@ -444,7 +444,7 @@ func TestReaderErrorNamesLineNumber(t *testing.T) {
 		{"CRLF lines count once", "1\td\t0\t0\tbase\r\n\r\n3\tf\t-1\t0\tx\r\n", 1, "stdin: line 3: bad offset"},
 		{"bad trailer", example[:strings.Index(example, "end")] + "end\t7\tbad id\n", 7, "stdin: line 8: bad backup id"},
 		{"bad escape at line 12", strings.Repeat("\n", 11) + `1	f	0	0	a\q` + "\n", 0, `stdin: line 12: bad escape`},
-		{"last line without newline", "1\td\t0\t0\tbase\n2\tf\t0\t0\t..", 1, `stdin: line 2: ".." component`},
+		{"last line without newline", "1\td\t0\t0\tbase\n2\tf\t0\t0\t..", 1, `stdin: line 2: cut short`},
 		{"line too long", "1\td\t0\t0\tbase\n1\tf\t0\t0\t" + strings.Repeat("a", 2<<20) + "\n", 1, "stdin: line 2: "},
 	}
 	for _, tc := range tests {
@@ -467,7 +467,6 @@ func TestReaderErrorNamesLineNumber(t *testing.T) {
 // these tests. Remove the Skip once the reader is fixed.
 
 func TestKnownBugUppercaseHexEscapeAccepted(t *testing.T) {
-	t.Skip("known bug: UnescapePath accepts \\xHH with uppercase hex digits; docs/worklist.md: two lowercase hex digits, reject any other backslash sequence")
 	line := "1\tf\t0\t0\ta\\x5Cb"
 	if l, err := ParseLine(line); err == nil {
 		t.Fatalf("ParseLine(%q) = %s, want a bad escape error", line, show(l))
@@ -475,7 +474,6 @@ func TestKnownBugUppercaseHexEscapeAccepted(t *testing.T) {
 }
 
 func TestKnownBugUnterminatedLastLineAccepted(t *testing.T) {
-	t.Skip("known bug: Reader accepts a last line without its newline; a list cut inside a line yields a valid but wrong item")
 	// "5\tf\t0\t8192\tbase/1/112\n" cut inside the path: item 5 becomes another file.
 	in := "4\tf\t0\t8192\tbase/1/111\n5\tf\t0\t8192\tbase/1/11"
 	got, err := readAll(t, in)
