@@ -243,3 +243,25 @@ if [ $args = 0 ]; then exec ` + bin("pgbb-fetch") + ` "$@" <<<"$input"; else exe
 		}
 	}
 }
+
+// As pg_basebackup does, a tablespace whose original location is not empty needs a -T mapping; the run
+// fails, says so, and leaves the live tablespace and DEST as they were.
+func TestTablespaceWithoutMappingRefused(t *testing.T) {
+	c := pgtest.New(t, pgtest.Options{})
+	ts := c.TempDir(t)
+	c.Psql(t, "postgres", "CREATE TABLESPACE ts LOCATION '"+ts+"'; CREATE TABLE t1 TABLESPACE ts AS SELECT 1 AS a")
+	before, _ := os.ReadDir(ts)
+	dest := filepath.Join(t.TempDir(), "dest")
+	r := run(t, time.Minute, env(), script, c.DSN(), dest)
+	expectFailure(t, r, 30*time.Second, "pgbb-pack", "not empty", "-T "+ts+"=")
+	after, _ := os.ReadDir(ts)
+	if len(before) != len(after) {
+		t.Fatalf("live tablespace directory changed: %v -> %v", before, after)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Fatalf("DEST left behind after a failed run")
+	}
+	// a mapping that matches no tablespace is an error too
+	r = run(t, time.Minute, env(), script, "-T", "/nonexistent/ts=/tmp/x", c.DSN(), dest)
+	expectFailure(t, r, 30*time.Second, "pgbb-pack", "matches no tablespace")
+}

@@ -362,6 +362,15 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 	if err := os.Chmod(p.dest, p.dirMode); err != nil {
 		return err
 	}
+	for old := range p.o.Mappings {
+		found := false
+		for _, t := range s.Tablespaces {
+			found = found || filepath.Clean(t.Location) == old
+		}
+		if !found {
+			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
+		}
+	}
 	// Tablespace links are made now, before any file under them can arrive.
 	for _, t := range s.Tablespaces {
 		if t.Location == "" || !filepath.IsAbs(t.Location) {
@@ -389,15 +398,6 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return err
 		}
 		p.links[link] = target
-	}
-	for old := range p.o.Mappings {
-		found := false
-		for _, t := range s.Tablespaces {
-			found = found || filepath.Clean(t.Location) == old
-		}
-		if !found {
-			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
-		}
 	}
 	return nil
 }
