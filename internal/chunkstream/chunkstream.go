@@ -9,7 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"sync"
 )
@@ -52,11 +52,6 @@ const (
 	Stored   byte = 0
 	Vanished byte = 1
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// CRC32C returns the Castagnoli CRC of b.
-func CRC32C(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // Writer writes one producer's stream: the prelude and B record on creation, Z on Close. All methods are safe
 // for concurrent use; records are written whole. A Writer does not close the underlying writer.
@@ -142,7 +137,7 @@ func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
 	for _, t := range tail {
 		p += copy(buf[p:], t)
 	}
-	binary.BigEndian.PutUint32(buf[p:], CRC32C(buf[:p]))
+	binary.BigEndian.PutUint32(buf[p:], crc32c.Checksum(buf[:p]))
 	if _, err := sw.w.Write(buf); err != nil {
 		sw.err = err
 		return err
@@ -392,7 +387,7 @@ func (rd *Reader) Next() (*Record, error) {
 	if _, err := io.ReadFull(rd.r, buf); err != nil {
 		return nil, rd.errf("record cut short")
 	}
-	if got, want := CRC32C(buf[:total-4]), binary.BigEndian.Uint32(buf[total-4:]); got != want {
+	if got, want := crc32c.Checksum(buf[:total-4]), binary.BigEndian.Uint32(buf[total-4:]); got != want {
 		return nil, rd.errf("record checksum mismatch (damaged stream)")
 	}
 	rec := &Record{

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"math/rand"
 	"reflect"
@@ -106,7 +107,7 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteBackupStart(x), TypeBackupStart, x)
 	add(sw.WriteDir(1, "base"), TypeDir, itemPath{1, "base"})
 	add(sw.WriteLink(2, "pg_tblspc/16384"), TypeLink, itemPath{2, "pg_tblspc/16384"})
-	c := Chunk{Item: 3, Offset: 0, RawLen: uint32(len(data)), RawCRC: CRC32C(data), Codec: CodecNone,
+	c := Chunk{Item: 3, Offset: 0, RawLen: uint32(len(data)), RawCRC: crc32c.Checksum(data), Codec: CodecNone,
 		Path: "base/1/112", Data: data}
 	add(sw.WriteChunk(c), TypeChunk, c)
 	cz := Chunk{Item: 3, Offset: uint64(len(data)), RawLen: 8192, RawCRC: 0xdeadbeef, Codec: CodecXZ,
@@ -250,7 +251,7 @@ func TestRoundTripLargestChunk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := Chunk{Item: 1, RawLen: MaxChunk, RawCRC: CRC32C(data), Path: "base/1/1", Data: data}
+	c := Chunk{Item: 1, RawLen: MaxChunk, RawCRC: crc32c.Checksum(data), Path: "base/1/1", Data: data}
 	if err := sw.WriteChunk(c); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestRoundTripLargestChunk(t *testing.T) {
 		t.Fatalf("%d records", len(recs))
 	}
 	gc, ok := recs[1].v.(Chunk)
-	if !ok || !bytes.Equal(gc.Data, data) || gc.RawCRC != CRC32C(gc.Data) {
+	if !ok || !bytes.Equal(gc.Data, data) || gc.RawCRC != crc32c.Checksum(gc.Data) {
 		t.Fatalf("largest chunk did not round trip: %v", recs[1].v)
 	}
 }
@@ -402,7 +403,7 @@ func TestTwoProducersInterleaved(t *testing.T) {
 		must(w.WriteDir(i, p))
 		*ws = append(*ws, want{TypeDir, itemPath{i, p}})
 		if i%5 == 0 {
-			c := Chunk{Item: 0, Offset: i, RawLen: 3, RawCRC: CRC32C([]byte("wal")), Path: "pg_wal/x", Data: []byte("wal")}
+			c := Chunk{Item: 0, Offset: i, RawLen: 3, RawCRC: crc32c.Checksum([]byte("wal")), Path: "pg_wal/x", Data: []byte("wal")}
 			must(a.WriteChunk(c))
 			wa = append(wa, want{TypeChunk, c})
 		}
@@ -495,7 +496,7 @@ func TestWriterConcurrentUse(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < 200; i++ {
 				data := bytes.Repeat([]byte{byte(g)}, i)
-				c := Chunk{Item: uint64(g + 1), Offset: uint64(i), RawLen: uint32(i), RawCRC: CRC32C(data), Path: "f", Data: data}
+				c := Chunk{Item: uint64(g + 1), Offset: uint64(i), RawLen: uint32(i), RawCRC: crc32c.Checksum(data), Path: "f", Data: data}
 				if err := sw.WriteChunk(c); err != nil {
 					t.Error(err)
 					return
@@ -597,7 +598,7 @@ func mkRecord(typ byte, producer, num uint64, b []byte) []byte {
 	r = binary.BigEndian.AppendUint64(r, producer)
 	r = binary.BigEndian.AppendUint64(r, num)
 	r = append(r, b...)
-	return binary.BigEndian.AppendUint32(r, CRC32C(r))
+	return binary.BigEndian.AppendUint32(r, crc32c.Checksum(r))
 }
 
 // --- tampering ---
@@ -640,7 +641,7 @@ func join(segs []segment) []byte {
 // reseal recomputes a record's CRC after the test changed it.
 func reseal(rec []byte) []byte {
 	n := len(rec) - 4
-	binary.BigEndian.PutUint32(rec[n:], CRC32C(rec[:n]))
+	binary.BigEndian.PutUint32(rec[n:], crc32c.Checksum(rec[:n]))
 	return rec
 }
 
@@ -672,7 +673,7 @@ func smallStream(t testing.TB) []byte {
 		sw.WriteBackupStart(BackupStart{BackupID: "id-1", SystemID: 1, Timeline: 1, Label: "l", Tablespaces: []Tablespace{{1, "/t"}}}),
 		sw.WriteDir(1, "base"),
 		sw.WriteLink(2, "pg_tblspc/1"),
-		sw.WriteChunk(Chunk{Item: 3, RawLen: 3, RawCRC: CRC32C([]byte("abc")), Path: "f", Data: []byte("abc")}),
+		sw.WriteChunk(Chunk{Item: 3, RawLen: 3, RawCRC: crc32c.Checksum([]byte("abc")), Path: "f", Data: []byte("abc")}),
 		sw.WriteOutcome(Outcome{Item: 3, Stored: 3, Path: "f"}),
 		sw.WriteTrailer(3, "id-1"),
 		sw.WriteBackupEnd(BackupEnd{StopLSN: 2, StopTimeline: 1, BackupLabel: []byte("b"), TablespaceMap: []byte("t")}),
@@ -1046,7 +1047,7 @@ func FuzzReader(f *testing.F) {
 			// Framing of an accepted record.
 			raw := rec.Raw
 			if len(raw) != headerSize+len(rec.Body)+4 || int(binary.BigEndian.Uint32(raw)) != len(rec.Body) ||
-				CRC32C(raw[:len(raw)-4]) != binary.BigEndian.Uint32(raw[len(raw)-4:]) ||
+				crc32c.Checksum(raw[:len(raw)-4]) != binary.BigEndian.Uint32(raw[len(raw)-4:]) ||
 				raw[4] != rec.Type || raw[5] != 0 || raw[6] != 0 || raw[7] != 0 || len(rec.Body) > MaxBody {
 				t.Fatalf("accepted a badly framed record % x", raw[:min(len(raw), 64)])
 			}

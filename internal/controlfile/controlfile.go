@@ -9,7 +9,8 @@ package controlfile
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/pgbb/pgbb/internal/crc32c"
 )
 
 // FileSize is PG_CONTROL_FILE_SIZE.
@@ -48,7 +49,7 @@ func Parse(b []byte) (Info, error) {
 		return in, fmt.Errorf("pg_control version %d is not supported", in.ControlVersion)
 	}
 	want := binary.LittleEndian.Uint32(b[off:])
-	if got := crc32.Checksum(b[:off], crc32.MakeTable(crc32.Castagnoli)); got != want {
+	if got := crc32c.Checksum(b[:off]); got != want {
 		return in, fmt.Errorf("pg_control CRC mismatch (computed %08x, stored %08x)", got, want)
 	}
 	return in, nil

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"os"
 	"path/filepath"
@@ -191,7 +192,7 @@ func (f *fetcher) do(l worklist.Line) error {
 			return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), n)
 		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(it.Offset + stored), RawLen: uint32(len(data)),
-			RawCRC: chunkstream.CRC32C(data), Codec: f.codec, Path: it.Path, Data: data}
+			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
 		if f.codec == chunkstream.CodecXZ {
 			if f.zbuf, err = compress.XZ(f.zbuf[:0], data); err != nil {
 				return err

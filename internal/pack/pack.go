@@ -11,6 +11,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"os"
 	"path/filepath"
@@ -477,7 +478,7 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 			return fmt.Errorf("%s: %w", c.Path, err)
 		}
 	}
-	if chunkstream.CRC32C(raw) != c.RawCRC {
+	if crc32c.Checksum(raw) != c.RawCRC {
 		return fmt.Errorf("%s at offset %d: chunk checksum mismatch", c.Path, c.Offset)
 	}
 	if c.Offset > 1<<40 {
@@ -774,7 +775,7 @@ func (p *packer) syncAndSum(path string) (manifest.File, error) {
 	var size int64
 	for {
 		n, err := f.Read(p.buf)
-		crc = crcUpdate(crc, p.buf[:n])
+		crc = crc32c.Update(crc, p.buf[:n])
 		size += int64(n)
 		if err == io.EOF {
 			break

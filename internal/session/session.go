@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"os"
 	"os/exec"
@@ -428,7 +429,7 @@ func (s *session) copySegment(seg wal.Segment) error {
 }
 
 func (s *session) writeChunk(path string, off uint64, data []byte) error {
-	c := chunkstream.Chunk{Item: 0, Offset: off, RawLen: uint32(len(data)), RawCRC: chunkstream.CRC32C(data),
+	c := chunkstream.Chunk{Item: 0, Offset: off, RawLen: uint32(len(data)), RawCRC: crc32c.Checksum(data),
 		Codec: s.codec, Path: path, Data: data}
 	if s.codec == chunkstream.CodecXZ {
 		var err error
