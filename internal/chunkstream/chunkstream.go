@@ -187,10 +187,14 @@ type Chunk struct {
 	Data   []byte
 }
 
-// Outcome closes an item (record O).
+// Outcome closes an item (record O). Offset and Length are the byte range the item asked for; Final says it
+// is the file's last range (work-list kind f, and every xlog file).
 type Outcome struct {
 	Item   uint64
 	Status byte
+	Offset uint64
+	Length uint64
+	Final  bool
 	Stored uint64
 	Path   string
 }
@@ -250,6 +254,13 @@ func (sw *Writer) WriteOutcome(o Outcome) error {
 	var b body
 	b.u64(o.Item)
 	b.u8(o.Status)
+	b.u64(o.Offset)
+	b.u64(o.Length)
+	final := byte(0)
+	if o.Final {
+		final = 1
+	}
+	b.u8(final)
 	b.u64(o.Stored)
 	b.str(o.Path)
 	return sw.write(TypeOutcome, b)
@@ -567,9 +578,18 @@ func (r *Record) Chunk() (Chunk, error) {
 // Outcome decodes an O record.
 func (r *Record) Outcome() (Outcome, error) {
 	d := decoder{b: r.Body}
-	o := Outcome{Item: d.u64(), Status: d.u8(), Stored: d.u64(), Path: d.str()}
+	o := Outcome{Item: d.u64(), Status: d.u8(), Offset: d.u64(), Length: d.u64()}
+	final := d.u8()
+	o.Final = final == 1
+	o.Stored, o.Path = d.u64(), d.str()
 	if d.err == nil && o.Status != Stored && o.Status != Vanished {
 		return o, fmt.Errorf("unknown outcome status %d", o.Status)
+	}
+	if d.err == nil && final > 1 {
+		return o, fmt.Errorf("bad final flag %d", final)
+	}
+	if d.err == nil && o.Stored > o.Length {
+		return o, fmt.Errorf("outcome stores %d bytes of a %d-byte range", o.Stored, o.Length)
 	}
 	return o, d.done()
 }

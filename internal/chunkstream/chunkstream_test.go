@@ -113,9 +113,9 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	cz := Chunk{Item: 3, Offset: uint64(len(data)), RawLen: 8192, RawCRC: 0xdeadbeef, Codec: CodecXZ,
 		Path: "base/1/112", Data: []byte("\xfd7zXZ\x00 not really xz")}
 	add(sw.WriteChunk(cz), TypeChunk, cz)
-	o := Outcome{Item: 3, Status: Stored, Stored: uint64(len(data)) + 8192, Path: "base/1/112"}
+	o := Outcome{Item: 3, Status: Stored, Offset: 8192, Length: 1 << 20, Final: true, Stored: uint64(len(data)) + 8192, Path: "base/1/112"}
 	add(sw.WriteOutcome(o), TypeOutcome, o)
-	ov := Outcome{Item: 4, Status: Vanished, Stored: 0, Path: "base/1/\xff\x00gone"}
+	ov := Outcome{Item: 4, Status: Vanished, Length: 77, Stored: 0, Path: "base/1/\xff\x00gone"}
 	add(sw.WriteOutcome(ov), TypeOutcome, ov)
 	add(sw.WriteTrailer(4, testID), TypeTrailer, trailer{4, testID})
 	e := BackupEnd{StopLSN: 0x3000100, StopTimeline: 1, BackupLabel: []byte("START WAL LOCATION: 0/3000028\n"),
@@ -555,9 +555,11 @@ func TestDecodeRejectsBadBodies(t *testing.T) {
 		{"C more bytes than raw length", TypeChunk, cat(chunkHead(2, CodecNone), []byte("abc")), "header says 2"},
 		{"C raw length above limit", TypeChunk, cat(chunkHead(MaxChunk+1, CodecXZ), []byte("abc")), "exceeds the limit"},
 		{"C unknown codec", TypeChunk, cat(chunkHead(3, 2), []byte("abc")), "unknown codec"},
-		{"O unknown status", TypeOutcome, cat(u64(1), []byte{2}, u64(0), str("p")), "unknown outcome status"},
+		{"O unknown status", TypeOutcome, cat(u64(1), []byte{2}, u64(0), u64(0), []byte{1}, u64(0), str("p")), "unknown outcome status"},
+		{"O bad final flag", TypeOutcome, cat(u64(1), []byte{0}, u64(0), u64(0), []byte{2}, u64(0), str("p")), "bad final flag"},
+		{"O stores more than its range", TypeOutcome, cat(u64(1), []byte{0}, u64(0), u64(5), []byte{1}, u64(6), str("p")), "6 bytes of a 5-byte range"},
 		{"O cut short", TypeOutcome, cat(u64(1), []byte{0}, u64(0)), "cut short"},
-		{"O extra byte", TypeOutcome, cat(u64(1), []byte{1}, u64(0), str("p"), []byte{0}), "unexpected bytes"},
+		{"O extra byte", TypeOutcome, cat(u64(1), []byte{1}, u64(0), u64(0), []byte{1}, u64(0), str("p"), []byte{0}), "unexpected bytes"},
 		{"T cut short", TypeTrailer, cat(u64(1)), "cut short"},
 		{"T extra byte", TypeTrailer, cat(u64(1), str(testID), []byte{0}), "unexpected bytes"},
 		{"E blob longer than limit", TypeBackupEnd, cat(u64(1), u32(1), u32(MaxBody+1)), "blob too long"},

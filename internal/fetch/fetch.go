@@ -207,7 +207,8 @@ func (f *fetcher) do(l worklist.Line) error {
 			break // the file shrank while being read
 		}
 	}
-	return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: status, Stored: uint64(stored), Path: it.Path})
+	return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: status, Offset: uint64(it.Offset), Length: uint64(it.Length),
+		Final: it.Kind == worklist.File, Stored: uint64(stored), Path: it.Path})
 }
 
 // openOutput returns the writer and how to finish or abandon it. A file output is written under a temporary

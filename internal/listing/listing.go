@@ -157,7 +157,11 @@ func (l *lister) walk(dir string) error {
 				continue
 			}
 			for off := int64(0); off < e.Size; off += l.opt.SplitSize {
-				l.emit(worklist.File, path, off, min(l.opt.SplitSize, e.Size-off))
+				kind := worklist.Part
+				if off+l.opt.SplitSize >= e.Size {
+					kind = worklist.File
+				}
+				l.emit(kind, path, off, min(l.opt.SplitSize, e.Size-off))
 			}
 		}
 	}

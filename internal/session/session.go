@@ -425,7 +425,7 @@ func (s *session) copySegment(seg wal.Segment) error {
 		}
 	}
 	s.o.Log.Info("copied %s", path)
-	return s.sw.WriteOutcome(chunkstream.Outcome{Item: 0, Status: chunkstream.Stored, Stored: seg.Size, Path: path})
+	return s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Length: seg.Size, Final: true, Stored: seg.Size, Path: path})
 }
 
 func (s *session) writeChunk(path string, off uint64, data []byte) error {
@@ -451,7 +451,7 @@ func (s *session) finish() error {
 	if err := s.writeChunk(controlfile.Path, 0, ctl); err != nil {
 		return err
 	}
-	if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Stored: uint64(len(ctl)), Path: controlfile.Path}); err != nil {
+	if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Length: uint64(len(ctl)), Final: true, Stored: uint64(len(ctl)), Path: controlfile.Path}); err != nil {
 		return err
 	}
 	stop, label, spcmap, err := s.conn.StopBackup(s.ctx)
@@ -506,7 +506,7 @@ func (s *session) copyHistoryFiles() error {
 		if err := s.writeChunk(path, 0, data); err != nil {
 			return err
 		}
-		if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Stored: uint64(len(data)), Path: path}); err != nil {
+		if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Length: uint64(len(data)), Final: true, Stored: uint64(len(data)), Path: path}); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,8 @@ import (
 type Kind byte
 
 const (
-	File Kind = 'f' // a byte range of one file
+	File Kind = 'f' // a byte range of one file that ends the file's list of ranges (often the whole file)
+	Part Kind = 'p' // a byte range of one file that more ranges of the same file follow
 	Dir  Kind = 'd' // a directory, created empty
 	Link Kind = 'l' // a tablespace link, pg_tblspc/<oid>
 )
@@ -173,8 +174,8 @@ func ParseLine(s string) (Line, error) {
 	if !ok || seq == 0 {
 		return Line{}, fmt.Errorf("bad sequence number %q", f[0])
 	}
-	if len(f[1]) != 1 || (f[1][0] != 'f' && f[1][0] != 'd' && f[1][0] != 'l') {
-		return Line{}, fmt.Errorf("bad kind %q (want f, d or l)", f[1])
+	if len(f[1]) != 1 || (f[1][0] != 'f' && f[1][0] != 'p' && f[1][0] != 'd' && f[1][0] != 'l') {
+		return Line{}, fmt.Errorf("bad kind %q (want f, p, d or l)", f[1])
 	}
 	off, ok := parseDecimal(f[2], 1<<60)
 	if !ok {
@@ -192,7 +193,10 @@ func ParseLine(s string) (Line, error) {
 		return Line{}, err
 	}
 	it := Item{Seq: seq, Kind: Kind(f[1][0]), Offset: int64(off), Length: int64(length), Path: p}
-	if it.Kind != File && (off != 0 || length != 0) {
+	if it.Kind == Part && length == 0 {
+		return Line{}, errors.New("p item with an empty range")
+	}
+	if (it.Kind == Dir || it.Kind == Link) && (off != 0 || length != 0) {
 		return Line{}, fmt.Errorf("%c item with a byte range", it.Kind)
 	}
 	return Line{Item: &it}, nil

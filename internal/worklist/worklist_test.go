@@ -554,3 +554,16 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+func TestPartItemsCarryARangeThatIsNotTheLast(t *testing.T) {
+	l, err := ParseLine("7\tp\t0\t33554432\tbase/5/16397")
+	if err != nil || l.Item.Kind != Part || l.Item.Length != 33554432 {
+		t.Fatalf("%+v %v", l.Item, err)
+	}
+	if FormatItem(*l.Item) != "7\tp\t0\t33554432\tbase/5/16397" {
+		t.Fatalf("format %q", FormatItem(*l.Item))
+	}
+	if _, err := ParseLine("7\tp\t0\t0\tbase/5/16397"); err == nil || !strings.Contains(err.Error(), "empty range") {
+		t.Fatalf("empty p range accepted: %v", err)
+	}
+}
