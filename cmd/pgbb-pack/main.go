@@ -24,13 +24,10 @@ func main() {
 			&cli.StringSliceFlag{Name: "tablespace-mapping", Aliases: []string{"T"}, Usage: "relocate the tablespace in OLDDIR to NEWDIR"},
 			&cli.BoolFlag{Name: "force", Usage: "empty a non-empty target directory first"},
 			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
-			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain"},
+			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz; needs xz chunks)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 		},
 		Action: func(c *cli.Context) error {
-			if f := c.String("format"); f != "plain" && f != "p" {
-				return cliapp.Usage("use -F plain", "format %q is not supported", f)
-			}
 			maps := map[string]string{}
 			for _, m := range c.StringSlice("tablespace-mapping") {
 				old, nw, err := pack.ParseMapping(m)
@@ -42,6 +39,7 @@ func main() {
 			log.Verbose = c.Bool("verbose")
 			return pack.Run(pack.Options{
 				Dest:     c.String("pgdata"),
+				Format:   c.String("format"),
 				Force:    c.Bool("force"),
 				Mappings: maps,
 				NoClean:  c.Bool("no-clean"),

@@ -1,17 +1,18 @@
-// Package pack assembles chunk streams (docs/chunk-stream.md) into a plain data directory, proves the backup
-// complete, and writes backup_manifest last as the commit marker (invariant 10).
+// Package pack assembles chunk streams (docs/chunk-stream.md) into a backup — a plain data directory or a
+// tar.xz set — proves the backup complete, and writes backup_manifest last as the commit marker
+// (invariant 10).
 //
 // Contract: Run reads its inputs one after another, each holding one or more complete streams. The stream of
 // pgbb-xlog (records X … E) must be read before or interleaved with the fetchers' streams, as the pipeline
-// delivers it; X must arrive before any data record. Run writes only inside DEST and the mapped tablespace
-// directories, never through a link it did not create, and on failure removes what it wrote unless
-// NoClean is set.
+// delivers it; X must arrive before any data record. The ledger in this file validates every record and
+// tracks every item, file range and WAL segment; a target (plain.go, tar.go) stores what the ledger passed.
+// Run writes only inside DEST and the mapped tablespace directories, never through a link it did not create,
+// and on failure removes what it wrote unless NoClean is set.
 package pack
 
 import (
 	"errors"
 	"fmt"
-	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,31 +21,56 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/wal"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
 
+// Formats.
+const (
+	Plain = "plain"
+	Tar   = "tar"
+)
+
 // Options for Run.
 type Options struct {
 	Dest     string
+	Format   string            // Plain (default) or Tar
 	Force    bool              // empty a non-empty Dest first
-	Mappings map[string]string // tablespace location on the server -> directory here (-T OLD=NEW)
+	Mappings map[string]string // tablespace location on the server -> directory here (-T OLD=NEW), plain only
 	NoClean  bool              // keep what was written when the run fails
 	Inputs   []string          // files, directories (their *.stream files, read when reached) or "-"
 	Log      *cliapp.Logger
 }
 
+// target stores what the ledger validated. Calls arrive in this order: begin once; then dir, chunk and
+// fileDone in any interleaving (every chunk of a path before that path's fileDone, which comes once);
+// then commit once, or clean after any error.
+type target interface {
+	// begin prepares the output for a backup; dirMode and fileMode are the source cluster's.
+	begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error
+	// dir records a directory of the data directory (it may come more than once).
+	dir(path string) error
+	// chunk stores one piece of a file; raw is the uncompressed data when the target asked for it.
+	chunk(c *chunkstream.Chunk) error
+	// fileDone says the file at path is whole: size bytes from offset 0, or absent when present is false.
+	fileDone(path string, size int64, present bool) error
+	// commit writes pg_control, backup_label (and tablespace_map where the format keeps it), syncs
+	// everything, and returns the manifest entries of every file but WAL.
+	commit(control []byte, end *chunkstream.BackupEnd) ([]manifest.File, error)
+	// clean removes what the target wrote.
+	clean()
+}
+
 // ParseMapping parses one -T OLD=NEW argument; "\=" stands for a literal "=" as in pg_basebackup.
 func ParseMapping(s string) (string, string, error) {
 	var old, cur strings.Builder
-	cur.Grow(len(s))
 	seen := false
 	for i := 0; i < len(s); i++ {
 		switch {
@@ -87,8 +113,10 @@ func CheckDest(dir string, force bool) error {
 	return nil
 }
 
-type fileState struct {
-	tablespace bool
+// fileProgress collects the outcomes of one data file's ranges.
+type fileProgress struct {
+	ranges map[uint64]chunkstream.Outcome // by offset
+	done   bool
 }
 
 type itemState struct {
@@ -97,7 +125,6 @@ type itemState struct {
 }
 
 type walState struct {
-	seg      wal.Segment
 	bytes    uint64
 	complete bool
 }
@@ -106,22 +133,18 @@ type packer struct {
 	o         Options
 	dest      string
 	createdD  bool
+	out       target
 	start     *chunkstream.BackupStart
 	end       *chunkstream.BackupEnd
 	trailer   *uint64
 	magic     uint16
-	dirMode   os.FileMode
-	fileMode  os.FileMode
-	dirs      map[string]bool // directories created by pack, relative to dest
-	links     map[string]string
-	files     map[string]bool // files written (not pg_wal, not pg_control)
 	items     map[uint64]*itemState
+	files     map[string]*fileProgress
+	links     map[string]bool
 	walFiles  map[string]*walState
 	history   map[string]bool
 	control   []byte
 	producers map[uint64]string // producer id -> backup id
-	tsTargets []string          // tablespace directories pack filled
-	buf       []byte
 }
 
 // Run assembles the backup. It returns nil only after backup_manifest is durably in place.
@@ -132,6 +155,17 @@ func Run(o Options, stdin io.Reader) (err error) {
 	dest, err := filepath.Abs(o.Dest)
 	if err != nil {
 		return err
+	}
+	switch o.Format {
+	case "", "p", Plain:
+		o.Format = Plain
+	case "t", Tar:
+		o.Format = Tar
+		if len(o.Mappings) > 0 {
+			return cliapp.Usage("in tar format, tablespaces are archives <oid>.tar.xz; relocate them when extracting by editing tablespace_map", "-T applies to the plain format only")
+		}
+	default:
+		return cliapp.Usage("use -F plain or -F tar", "unknown format %q", o.Format)
 	}
 	if err := CheckDest(dest, o.Force); err != nil {
 		return err
@@ -145,9 +179,13 @@ func Run(o Options, stdin io.Reader) (err error) {
 		o.Inputs = []string{"-"}
 	}
 	syscall.Umask(0)
-	p := &packer{o: o, dest: dest, dirs: map[string]bool{}, links: map[string]string{}, files: map[string]bool{},
-		items: map[uint64]*itemState{}, walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{},
-		dirMode: 0o700, fileMode: 0o600}
+	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
+		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}}
+	if o.Format == Tar {
+		p.out = &tarTarget{dest: dest, log: o.Log}
+	} else {
+		p.out = &plainTarget{dest: dest, mappings: o.Mappings}
+	}
 	if _, err := os.Stat(dest); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dest, 0o700); err != nil {
 			return err
@@ -160,7 +198,12 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	defer func() {
 		if err != nil && !o.NoClean {
-			p.clean()
+			p.out.clean()
+			if p.createdD {
+				os.RemoveAll(dest)
+			} else {
+				emptyDir(dest)
+			}
 		}
 	}()
 	for _, in := range o.Inputs {
@@ -182,19 +225,6 @@ func emptyDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// clean removes what this run wrote: Dest's contents (Dest itself if pack created it) and the contents of
-// the tablespace directories it filled. Both were empty or absent at the start.
-func (p *packer) clean() {
-	for _, t := range p.tsTargets {
-		emptyDir(t)
-	}
-	if p.createdD {
-		os.RemoveAll(p.dest)
-	} else {
-		emptyDir(p.dest)
-	}
 }
 
 func (p *packer) readInput(in string, stdin io.Reader) error {
@@ -248,7 +278,8 @@ func (p *packer) readStream(r io.Reader, name string) error {
 }
 
 func (p *packer) record(rec *chunkstream.Record) error {
-	if rec.Type == chunkstream.TypeBegin {
+	switch rec.Type {
+	case chunkstream.TypeBegin:
 		if _, seen := p.producers[rec.Producer]; seen {
 			return errors.New("a producer's stream appears twice")
 		}
@@ -261,11 +292,9 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		}
 		p.producers[rec.Producer] = id
 		return nil
-	}
-	if rec.Type == chunkstream.TypeEnd {
+	case chunkstream.TypeEnd:
 		return nil
-	}
-	if rec.Type == chunkstream.TypeBackupStart {
+	case chunkstream.TypeBackupStart:
 		return p.backupStart(rec)
 	}
 	if p.start == nil {
@@ -283,7 +312,10 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		if err := p.checkItemPath(item, path); err != nil {
 			return err
 		}
-		if err := p.mkdirs(path); err != nil {
+		if p.links[path] {
+			return fmt.Errorf("%q is a tablespace link, not a directory", path)
+		}
+		if err := p.out.dir(path); err != nil {
 			return err
 		}
 		return p.itemDone(item)
@@ -292,7 +324,7 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := p.links[path]; !ok {
+		if !p.links[path] {
 			return fmt.Errorf("link %q is not a tablespace of this backup", path)
 		}
 		return p.itemDone(item)
@@ -307,9 +339,6 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		}
 		if id != p.start.BackupID {
 			return fmt.Errorf("work list of backup %s in backup %s", id, p.start.BackupID)
-		}
-		if p.trailer != nil && *p.trailer != n {
-			return errors.New("two work-list trailers with different counts")
 		}
 		if p.trailer != nil {
 			return errors.New("work-list trailer appears twice")
@@ -346,22 +375,28 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return fmt.Errorf("stream %016x of backup %s mixed into backup %s", prod, id, s.BackupID)
 		}
 	}
+	if !worklist.ValidBackupID(s.BackupID) {
+		return fmt.Errorf("bad backup id %q", s.BackupID)
+	}
 	if p.magic, err = wal.PageMagic(int(s.ServerVersion)); err != nil {
 		return err
 	}
 	if !wal.ValidSegmentSize(uint64(s.WALSegmentSize)) {
 		return fmt.Errorf("bad WAL segment size %d", s.WALSegmentSize)
 	}
+	dirMode, fileMode := os.FileMode(0o700), os.FileMode(0o600)
 	switch s.DirMode {
 	case 0o700:
 	case 0o750:
-		p.dirMode, p.fileMode = 0o750, 0o640
+		dirMode, fileMode = 0o750, 0o640
 	default:
 		return fmt.Errorf("unexpected data directory mode %04o", s.DirMode)
 	}
-	p.start = &s
-	if err := os.Chmod(p.dest, p.dirMode); err != nil {
-		return err
+	for _, t := range s.Tablespaces {
+		if t.Location == "" || !filepath.IsAbs(t.Location) {
+			return fmt.Errorf("tablespace %d has location %q: only tablespaces outside the data directory are supported", t.OID, t.Location)
+		}
+		p.links["pg_tblspc/"+strconv.FormatUint(uint64(t.OID), 10)] = true
 	}
 	for old := range p.o.Mappings {
 		found := false
@@ -372,35 +407,8 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
 		}
 	}
-	// Tablespace links are made now, before any file under them can arrive.
-	for _, t := range s.Tablespaces {
-		if t.Location == "" || !filepath.IsAbs(t.Location) {
-			return fmt.Errorf("tablespace %d has location %q: only tablespaces outside the data directory are supported", t.OID, t.Location)
-		}
-		target := filepath.Clean(t.Location)
-		if m, ok := p.o.Mappings[target]; ok {
-			target = m
-		} else if err := CheckDest(target, false); err != nil {
-			return cliapp.WithHint(fmt.Errorf("tablespace %d: %w", t.OID, err),
-				fmt.Sprintf("map it to a new directory with -T %s=NEWDIR", t.Location))
-		}
-		if err := os.MkdirAll(target, p.dirMode); err != nil {
-			return err
-		}
-		if err := os.Chmod(target, p.dirMode); err != nil {
-			return err
-		}
-		p.tsTargets = append(p.tsTargets, target)
-		if err := p.mkdirs("pg_tblspc"); err != nil {
-			return err
-		}
-		link := "pg_tblspc/" + strconv.FormatUint(uint64(t.OID), 10)
-		if err := os.Symlink(target, filepath.Join(p.dest, link)); err != nil {
-			return err
-		}
-		p.links[link] = target
-	}
-	return nil
+	p.start = &s
+	return p.out.begin(&s, dirMode, fileMode)
 }
 
 var walPath = regexp.MustCompile(`^pg_wal/([0-9A-F]{24}|[0-9A-F]{8}\.history)$`)
@@ -418,38 +426,17 @@ func (p *packer) checkItemPath(item uint64, path string) error {
 	case "backup_label", "tablespace_map", "backup_manifest", controlfile.Path:
 		return fmt.Errorf("work item writes %q, which only pgbb-xlog's records or pgbb-pack provide", path)
 	}
+	if strings.HasPrefix(path, ".pgbb") {
+		return fmt.Errorf("work item writes %q, a name pgbb-pack reserves", path)
+	}
 	if strings.HasPrefix(path, "pg_wal/") && path != "pg_wal/archive_status" {
 		return fmt.Errorf("work item writes %q inside pg_wal", path)
 	}
 	if strings.HasPrefix(path, "pg_tblspc/") {
 		parts := strings.SplitN(path, "/", 3)
-		if _, ok := p.links[parts[0]+"/"+parts[1]]; !ok {
+		if !p.links[parts[0]+"/"+parts[1]] {
 			return fmt.Errorf("%q is not inside a tablespace of this backup", path)
 		}
-	}
-	return nil
-}
-
-// mkdirs creates path's directories inside dest, one component at a time. An existing component must be one
-// pack created (or a tablespace link it made), so nothing is written through a foreign link.
-func (p *packer) mkdirs(path string) error {
-	parts := strings.Split(path, "/")
-	for i := range parts {
-		sub := strings.Join(parts[:i+1], "/")
-		if p.dirs[sub] {
-			continue
-		}
-		if _, ok := p.links[sub]; ok {
-			if i == len(parts)-1 {
-				return fmt.Errorf("%q is a tablespace link, not a directory", sub)
-			}
-			continue
-		}
-		full := filepath.Join(p.dest, sub)
-		if err := os.Mkdir(full, p.dirMode); err != nil {
-			return fmt.Errorf("create directory %s: %w", sub, err)
-		}
-		p.dirs[sub] = true
 	}
 	return nil
 }
@@ -472,20 +459,11 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 	if err != nil {
 		return err
 	}
-	raw := c.Data
-	if c.Codec == chunkstream.CodecXZ {
-		if raw, err = compress.UnXZ(c.Data, int(c.RawLen)); err != nil {
-			return fmt.Errorf("%s: %w", c.Path, err)
-		}
-	}
-	if crc32c.Checksum(raw) != c.RawCRC {
-		return fmt.Errorf("%s at offset %d: chunk checksum mismatch", c.Path, c.Offset)
-	}
-	if c.Offset > 1<<40 {
+	if c.Offset > 1<<40 || c.Offset+uint64(c.RawLen) > 1<<40 {
 		return fmt.Errorf("%s: offset %d out of range", c.Path, c.Offset)
 	}
 	if c.Item == 0 {
-		return p.xlogChunk(c, raw)
+		return p.xlogChunk(&c)
 	}
 	if err := p.checkItemPath(c.Item, c.Path); err != nil {
 		return err
@@ -498,46 +476,24 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 	if st.done {
 		return fmt.Errorf("chunk of item %d after its outcome", c.Item)
 	}
-	st.chunkBytes += uint64(len(raw))
-	if dir := filepath.Dir(c.Path); dir != "." {
-		if err := p.mkdirs(dir); err != nil {
-			return err
-		}
+	if fp := p.files[c.Path]; fp != nil && fp.done {
+		return fmt.Errorf("chunk of %s after the file was complete", c.Path)
 	}
-	if err := p.writeAt(c.Path, int64(c.Offset), raw); err != nil {
-		return err
-	}
-	p.files[c.Path] = true
-	return nil
+	st.chunkBytes += uint64(c.RawLen)
+	return p.out.chunk(&c)
 }
 
-// writeAt writes into a regular file inside dest without following a final symlink.
-func (p *packer) writeAt(path string, off int64, data []byte) error {
-	f, err := os.OpenFile(filepath.Join(p.dest, path), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, p.fileMode)
-	if err != nil {
-		return err
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	if _, err := f.WriteAt(data, off); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-func (p *packer) xlogChunk(c chunkstream.Chunk, raw []byte) error {
+func (p *packer) xlogChunk(c *chunkstream.Chunk) error {
 	if c.Path == controlfile.Path {
-		if c.Offset != 0 {
-			return errors.New("pg_control chunk not at offset 0")
+		if c.Offset != 0 || p.control != nil {
+			return errors.New("pg_control in more than one piece")
+		}
+		raw, err := rawData(c)
+		if err != nil {
+			return err
 		}
 		if _, err := controlfile.Parse(raw); err != nil {
 			return err
-		}
-		if p.control != nil {
-			return errors.New("pg_control arrived twice")
 		}
 		p.control = append([]byte(nil), raw...)
 		return nil
@@ -546,16 +502,13 @@ func (p *packer) xlogChunk(c chunkstream.Chunk, raw []byte) error {
 	if m == nil {
 		return fmt.Errorf("item 0 on %q, which is not WAL or pg_control", c.Path)
 	}
-	if err := p.mkdirs("pg_wal"); err != nil && !p.dirs["pg_wal"] {
-		return err
-	}
 	name := m[1]
 	if wal.IsHistoryFileName(name) {
 		if c.Offset != 0 || p.history[name] {
 			return fmt.Errorf("history file %s in more than one piece", name)
 		}
 		p.history[name] = true
-		return p.writeAt(c.Path, 0, raw)
+		return p.out.chunk(c)
 	}
 	segSize := uint64(p.start.WALSegmentSize)
 	seg, err := wal.ParseSegmentName(name, segSize)
@@ -564,17 +517,36 @@ func (p *packer) xlogChunk(c chunkstream.Chunk, raw []byte) error {
 	}
 	ws := p.walFiles[name]
 	if ws == nil {
-		ws = &walState{seg: seg}
+		ws = &walState{}
 		p.walFiles[name] = ws
 	}
-	if ws.complete || c.Offset != ws.bytes || c.Offset+uint64(len(raw)) > segSize {
+	if ws.complete || c.Offset != ws.bytes || c.Offset+uint64(c.RawLen) > segSize {
 		return fmt.Errorf("WAL segment %s: piece at offset %d out of order", name, c.Offset)
 	}
-	if err := wal.CheckPages(raw, c.Offset, wal.Expect{Magic: p.magic, SystemID: p.start.SystemID, Segment: seg}); err != nil {
-		return err
+	if c.Codec == chunkstream.CodecNone {
+		// pgbb-xlog checked the page headers; check again where it costs nothing. Compressed WAL is
+		// checked by pgbb-pack --verify and by pg_verifybackup after extraction.
+		if err := wal.CheckPages(c.Data, c.Offset, wal.Expect{Magic: p.magic, SystemID: p.start.SystemID, Segment: seg}); err != nil {
+			return err
+		}
 	}
-	ws.bytes += uint64(len(raw))
-	return p.writeAt(c.Path, int64(c.Offset), raw)
+	ws.bytes += uint64(c.RawLen)
+	return p.out.chunk(c)
+}
+
+// rawData returns a chunk's uncompressed bytes, checked against its CRC.
+func rawData(c *chunkstream.Chunk) ([]byte, error) {
+	raw := c.Data
+	if c.Codec == chunkstream.CodecXZ {
+		var err error
+		if raw, err = compress.UnXZ(c.Data, int(c.RawLen)); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Path, err)
+		}
+	}
+	if crc32c.Checksum(raw) != c.RawCRC {
+		return nil, fmt.Errorf("%s at offset %d: chunk checksum mismatch", c.Path, c.Offset)
+	}
+	return raw, nil
 }
 
 func (p *packer) outcome(rec *chunkstream.Record) error {
@@ -583,13 +555,7 @@ func (p *packer) outcome(rec *chunkstream.Record) error {
 		return err
 	}
 	if o.Item == 0 {
-		if ws := p.walFiles[strings.TrimPrefix(o.Path, "pg_wal/")]; ws != nil {
-			if ws.complete || o.Stored != uint64(p.start.WALSegmentSize) || ws.bytes != o.Stored {
-				return fmt.Errorf("WAL segment %s: %d of %d bytes arrived", o.Path, ws.bytes, p.start.WALSegmentSize)
-			}
-			ws.complete = true
-		}
-		return nil
+		return p.xlogOutcome(o)
 	}
 	if err := p.checkItemPath(o.Item, o.Path); err != nil {
 		return err
@@ -608,24 +574,94 @@ func (p *packer) outcome(rec *chunkstream.Record) error {
 	if o.Status == chunkstream.Vanished && o.Stored != 0 {
 		return fmt.Errorf("item %d: vanished with bytes", o.Item)
 	}
-	if o.Status == chunkstream.Stored && o.Stored == 0 {
-		// the file existed but gave no bytes for this range (an empty file, or one that shrank): it must
-		// exist in the backup
-		if dir := filepath.Dir(o.Path); dir != "." {
-			if err := p.mkdirs(dir); err != nil {
-				return err
-			}
-		}
-		if err := p.writeAt(o.Path, 0, nil); err != nil {
-			return err
-		}
-		p.files[o.Path] = true
-	}
 	st.done = true
-	return nil
+	fp := p.files[o.Path]
+	if fp == nil {
+		fp = &fileProgress{ranges: map[uint64]chunkstream.Outcome{}}
+		p.files[o.Path] = fp
+	}
+	if fp.done {
+		return fmt.Errorf("range of %s after the file was complete", o.Path)
+	}
+	if _, dup := fp.ranges[o.Offset]; dup {
+		return fmt.Errorf("two ranges of %s at offset %d", o.Path, o.Offset)
+	}
+	fp.ranges[o.Offset] = o
+	return p.fileMaybeDone(o.Path, fp)
 }
 
-// commit proves the backup complete, writes backup_label, syncs everything and writes backup_manifest.
+// fileMaybeDone hands a file to the target once its ranges are contiguous from 0 through a final one. The
+// file ends at the first range that came back short (it shrank while copied; WAL replay restores the rest)
+// and is absent when its first range found it gone.
+func (p *packer) fileMaybeDone(path string, fp *fileProgress) error {
+	var at uint64
+	for {
+		r, ok := fp.ranges[at]
+		if !ok {
+			return nil
+		}
+		if r.Final {
+			break
+		}
+		if r.Length == 0 {
+			return fmt.Errorf("%s: empty range at %d that is not the last", path, at)
+		}
+		at += r.Length
+	}
+	offsets := make([]uint64, 0, len(fp.ranges))
+	for off := range fp.ranges {
+		offsets = append(offsets, off)
+	}
+	sort.Slice(offsets, func(i, j int) bool { return offsets[i] < offsets[j] })
+	if last := fp.ranges[offsets[len(offsets)-1]]; !last.Final {
+		return fmt.Errorf("%s: a range after the final one", path)
+	}
+	fp.done = true
+	if fp.ranges[0].Status == chunkstream.Vanished {
+		return p.out.fileDone(path, 0, false)
+	}
+	var size int64
+	for _, off := range offsets {
+		r := fp.ranges[off]
+		size = int64(off + r.Stored)
+		if r.Stored < r.Length {
+			break
+		}
+	}
+	return p.out.fileDone(path, size, true)
+}
+
+func (p *packer) xlogOutcome(o chunkstream.Outcome) error {
+	if o.Path == controlfile.Path {
+		if p.control == nil || o.Stored != uint64(len(p.control)) {
+			return errors.New("pg_control outcome without its data")
+		}
+		return nil
+	}
+	m := walPath.FindStringSubmatch(o.Path)
+	if m == nil {
+		return fmt.Errorf("item 0 outcome on %q", o.Path)
+	}
+	if wal.IsHistoryFileName(m[1]) {
+		if !p.history[m[1]] && o.Stored != 0 {
+			return fmt.Errorf("history file %s: outcome without data", o.Path)
+		}
+		p.history[m[1]] = true
+		return p.out.fileDone(o.Path, int64(o.Stored), true)
+	}
+	ws := p.walFiles[m[1]]
+	if ws == nil || ws.complete || o.Stored != uint64(p.start.WALSegmentSize) || ws.bytes != o.Stored {
+		got := uint64(0)
+		if ws != nil {
+			got = ws.bytes
+		}
+		return fmt.Errorf("WAL segment %s: %d of %d bytes arrived", o.Path, got, p.start.WALSegmentSize)
+	}
+	ws.complete = true
+	return p.out.fileDone(o.Path, int64(o.Stored), true)
+}
+
+// commit proves the backup complete, lets the target write the last files, and writes backup_manifest.
 func (p *packer) commit() error {
 	if p.start == nil {
 		return errors.New("no backup start record: pgbb-xlog's stream is missing")
@@ -651,6 +687,11 @@ func (p *packer) commit() error {
 			return fmt.Errorf("item %d is not in the work list of %d items", i, n)
 		}
 	}
+	for path, fp := range p.files {
+		if !fp.done {
+			return fmt.Errorf("%s: some of its ranges never arrived", path)
+		}
+	}
 	if p.control == nil {
 		return errors.New("global/pg_control never arrived")
 	}
@@ -673,73 +714,29 @@ func (p *packer) commit() error {
 			return fmt.Errorf("WAL segment %s is missing: the WAL from %s to %s is not complete", seg.Name(), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
 		}
 	}
-	if err := p.mkdirs("global"); err != nil && !p.dirs["global"] {
+	for name, ws := range p.walFiles {
+		if !ws.complete {
+			return fmt.Errorf("WAL segment %s is incomplete", name)
+		}
+	}
+	entries, err := p.out.commit(p.control, p.end)
+	if err != nil {
 		return err
 	}
-	if err := p.writeAt(controlfile.Path, 0, p.control); err != nil {
-		return err
-	}
-	p.files[controlfile.Path] = true
-	// backup_label exactly as pg_backup_stop returned it (invariant 4). In plain format the tablespace links
-	// are already made and tablespace_map is not written, as pg_basebackup -Fp does: the map names the
-	// source's locations and recovery would re-point the links there.
-	if err := p.writeWhole("backup_label", p.end.BackupLabel); err != nil {
-		return err
-	}
-	p.files["backup_label"] = true
-	for _, d := range []string{"pg_wal", "pg_wal/archive_status"} {
-		if !p.dirs[d] {
-			if err := p.mkdirs(d); err != nil {
-				return err
-			}
-		}
-	}
-	var entries []manifest.File
-	paths := make([]string, 0, len(p.files))
-	for f := range p.files {
-		paths = append(paths, f)
-	}
-	sort.Strings(paths)
-	for _, f := range paths {
-		mf, err := p.syncAndSum(f)
-		if err != nil {
-			return err
-		}
-		entries = append(entries, mf)
-	}
-	for name := range p.walFiles {
-		if _, err := p.syncAndSum("pg_wal/" + name); err != nil {
-			return err
-		}
-	}
-	for name := range p.history {
-		if _, err := p.syncAndSum("pg_wal/" + name); err != nil {
-			return err
-		}
-	}
-	for d := range p.dirs {
-		if err := syncDir(filepath.Join(p.dest, d)); err != nil {
-			return err
-		}
-	}
-	for _, t := range p.tsTargets {
-		if err := syncDir(t); err != nil {
-			return err
-		}
-	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 	body := manifest.Build(manifest.Version(int(p.start.ServerVersion)), p.start.SystemID, entries,
 		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
-	if err := p.writeWhole("backup_manifest", body); err != nil {
+	if err := writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
 		return err
 	}
 	p.o.Log.Info("backup complete: %d files, WAL %s to %s", len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
 	return nil
 }
 
-// writeWhole writes a file at the top of dest under a temporary name, syncs it and renames it into place.
-func (p *packer) writeWhole(name string, data []byte) error {
-	tmp := filepath.Join(p.dest, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, p.fileMode)
+// writeWhole writes dir/name under a temporary name, syncs it, renames it into place and syncs dir.
+func writeWhole(dir, name string, data []byte, mode os.FileMode) error {
+	tmp := filepath.Join(dir, name+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
 		return err
 	}
@@ -754,44 +751,10 @@ func (p *packer) writeWhole(name string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(p.dest, name)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(p.dest)
-}
-
-// syncAndSum reads a written file back for its CRC32C and size (the bytes actually stored, invariant 6) and
-// fsyncs it.
-func (p *packer) syncAndSum(path string) (manifest.File, error) {
-	f, err := os.OpenFile(filepath.Join(p.dest, path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return manifest.File{}, err
-	}
-	defer f.Close()
-	if p.buf == nil {
-		p.buf = make([]byte, 1<<20)
-	}
-	var crc uint32
-	var size int64
-	for {
-		n, err := f.Read(p.buf)
-		crc = crc32c.Update(crc, p.buf[:n])
-		size += int64(n)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return manifest.File{}, err
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return manifest.File{}, fmt.Errorf("fsync %s: %w", path, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return manifest.File{}, err
-	}
-	return manifest.File{Path: path, Size: size, Modified: fi.ModTime().Truncate(time.Second), CRC32C: crc}, nil
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

@@ -1,0 +1,316 @@
+package pack
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/manifest"
+)
+
+// tarTarget writes the layout of pg_basebackup -Ft, compressed with xz: base.tar.xz, <oid>.tar.xz per
+// tablespace (its contents relative to the tablespace directory), pg_wal.tar.xz. Every .tar.xz is a
+// concatenation of xz streams: the fetchers' chunk streams copied as they are, and small streams pack makes
+// for tar headers, padding and the end of each archive, so pack never recompresses data.
+//
+// A member is written once its file is whole and its size final; until then its chunks wait in a spool file
+// inside DEST (.pgbb-spool), whose space is given back as soon as a member is written and which is removed
+// at the end.
+type tarTarget struct {
+	dest     string
+	log      *cliapp.Logger
+	dirMode  os.FileMode
+	fileMode os.FileMode
+	archives map[string]*tarArchive
+	spool    *os.File
+	spoolEnd int64
+	pending  map[string][]spooledChunk
+	entries  []manifest.File
+	dirsDone map[string]bool
+	padCache map[int][]byte
+	hdr      tar.Header
+	now      time.Time
+}
+
+type tarArchive struct {
+	name string
+	f    *os.File
+	w    *bufio.Writer
+}
+
+type spooledChunk struct {
+	off    uint64
+	rawLen uint32
+	rawCRC uint32
+	pos    int64
+	n      int64
+}
+
+const spoolName = ".pgbb-spool"
+
+func (t *tarTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error {
+	t.dirMode, t.fileMode = dirMode, fileMode
+	t.archives, t.pending, t.dirsDone, t.padCache = map[string]*tarArchive{}, map[string][]spooledChunk{}, map[string]bool{}, map[int][]byte{}
+	t.now = time.Now().Truncate(time.Second)
+	t.hdr = tar.Header{ModTime: t.now, Uid: os.Getuid(), Gid: os.Getgid()}
+	if u, err := user.Current(); err == nil {
+		t.hdr.Uname = u.Username
+	}
+	if g, err := user.LookupGroupId(strconv.Itoa(os.Getgid())); err == nil {
+		t.hdr.Gname = g.Name
+	}
+	if err := os.Chmod(t.dest, dirMode); err != nil {
+		return err
+	}
+	names := []string{"base.tar.xz", "pg_wal.tar.xz"}
+	for _, ts := range s.Tablespaces {
+		names = append(names, strconv.FormatUint(uint64(ts.OID), 10)+".tar.xz")
+	}
+	for _, n := range names {
+		f, err := os.OpenFile(filepath.Join(t.dest, n+".tmp"), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, fileMode)
+		if err != nil {
+			return err
+		}
+		t.archives[n] = &tarArchive{name: n, f: f, w: bufio.NewWriterSize(f, 1<<20)}
+	}
+	f, err := os.OpenFile(filepath.Join(t.dest, spoolName), os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	t.spool = f
+	return nil
+}
+
+func (t *tarTarget) clean() {
+	for _, a := range t.archives {
+		a.f.Close()
+		os.Remove(a.f.Name())
+	}
+	if t.spool != nil {
+		t.spool.Close()
+		os.Remove(t.spool.Name())
+	}
+}
+
+// member maps a data-directory path to its archive and member name.
+func (t *tarTarget) member(path string) (*tarArchive, string, error) {
+	name, member := "base.tar.xz", path
+	if rest, ok := strings.CutPrefix(path, "pg_wal/"); ok && !strings.HasPrefix(rest, "archive_status") {
+		name, member = "pg_wal.tar.xz", rest
+	} else if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
+		oid, sub, ok := strings.Cut(rest, "/")
+		if !ok {
+			return nil, "", fmt.Errorf("%q has no place in a tar backup", path)
+		}
+		name, member = oid+".tar.xz", sub
+	}
+	a := t.archives[name]
+	if a == nil {
+		return nil, "", fmt.Errorf("%q belongs to no archive of this backup", path)
+	}
+	return a, member, nil
+}
+
+// small writes bytes pack made itself (headers, padding, short files) as one xz stream.
+func (t *tarTarget) small(a *tarArchive, raw []byte) error {
+	z, err := compress.XZ(nil, raw)
+	if err != nil {
+		return err
+	}
+	_, err = a.w.Write(z)
+	return err
+}
+
+func (t *tarTarget) header(a *tarArchive, h *tar.Header) error {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	// tw is dropped without Close: only the header blocks are wanted
+	return t.small(a, b.Bytes())
+}
+
+func (t *tarTarget) dir(path string) error {
+	if t.dirsDone[path] {
+		return nil
+	}
+	t.dirsDone[path] = true
+	a, member, err := t.member(path)
+	if err != nil {
+		return err
+	}
+	h := t.hdr
+	h.Typeflag, h.Name, h.Mode = tar.TypeDir, member+"/", int64(t.dirMode)
+	return t.header(a, &h)
+}
+
+func (t *tarTarget) chunk(c *chunkstream.Chunk) error {
+	if c.Codec != chunkstream.CodecXZ {
+		return cliapp.WithHint(fmt.Errorf("%s: uncompressed chunk in a tar.xz backup", c.Path), "run pgbb-fetch and pgbb-xlog with --compress xz for -F tar")
+	}
+	n, err := t.spool.WriteAt(c.Data, t.spoolEnd)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	t.pending[c.Path] = append(t.pending[c.Path], spooledChunk{off: c.Offset, rawLen: c.RawLen, rawCRC: c.RawCRC, pos: t.spoolEnd, n: int64(n)})
+	t.spoolEnd += int64(n)
+	return nil
+}
+
+func (t *tarTarget) fileDone(path string, size int64, present bool) error {
+	chunks := t.pending[path]
+	delete(t.pending, path)
+	defer t.release(chunks)
+	if !present {
+		return nil
+	}
+	a, member, err := t.member(path)
+	if err != nil {
+		return err
+	}
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i].off < chunks[j].off })
+	h := t.hdr
+	h.Typeflag, h.Name, h.Mode, h.Size = tar.TypeReg, member, int64(t.fileMode), size
+	if err := t.header(a, &h); err != nil {
+		return err
+	}
+	var at uint64
+	var crc uint32
+	for _, c := range chunks {
+		if c.off >= uint64(size) {
+			break // a range after one that came back short: the file ends before it
+		}
+		if c.off != at || c.off+uint64(c.rawLen) > uint64(size) {
+			return fmt.Errorf("%s: chunks do not cover the file at offset %d", path, at)
+		}
+		if _, err := io.Copy(a.w, io.NewSectionReader(t.spool, c.pos, c.n)); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		crc = crc32c.Combine(crc, c.rawCRC, int64(c.rawLen))
+		at += uint64(c.rawLen)
+	}
+	if at != uint64(size) {
+		return fmt.Errorf("%s: %d of %d bytes arrived", path, at, size)
+	}
+	if err := t.pad(a, size); err != nil {
+		return err
+	}
+	if a.name != "pg_wal.tar.xz" {
+		t.entries = append(t.entries, manifest.File{Path: path, Size: size, Modified: t.now, CRC32C: crc})
+	}
+	return nil
+}
+
+// pad ends a member's data on a 512-byte boundary.
+func (t *tarTarget) pad(a *tarArchive, size int64) error {
+	n := int((512 - size%512) % 512)
+	if n == 0 {
+		return nil
+	}
+	z, ok := t.padCache[n]
+	if !ok {
+		var err error
+		if z, err = compress.XZ(nil, make([]byte, n)); err != nil {
+			return err
+		}
+		t.padCache[n] = z
+	}
+	_, err := a.w.Write(z)
+	return err
+}
+
+// release gives the spool space of written chunks back to the file system.
+func (t *tarTarget) release(chunks []spooledChunk) {
+	for _, c := range chunks {
+		// FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE; where unsupported the spool only grows until removed
+		syscall.Fallocate(int(t.spool.Fd()), 0x02|0x01, c.pos, c.n)
+	}
+}
+
+// whole writes a member pack holds in memory.
+func (t *tarTarget) whole(path string, raw []byte) error {
+	a, member, err := t.member(path)
+	if err != nil {
+		return err
+	}
+	h := t.hdr
+	h.Typeflag, h.Name, h.Mode, h.Size = tar.TypeReg, member, int64(t.fileMode), int64(len(raw))
+	if err := t.header(a, &h); err != nil {
+		return err
+	}
+	if err := t.small(a, raw); err != nil {
+		return err
+	}
+	if err := t.pad(a, int64(len(raw))); err != nil {
+		return err
+	}
+	t.entries = append(t.entries, manifest.File{Path: path, Size: int64(len(raw)), Modified: t.now, CRC32C: crc32c.Checksum(raw)})
+	return nil
+}
+
+func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manifest.File, error) {
+	if len(t.pending) > 0 {
+		for p := range t.pending {
+			return nil, fmt.Errorf("%s: chunks of a file that never completed", p)
+		}
+	}
+	for _, d := range []string{"pg_wal", "pg_wal/archive_status"} {
+		if err := t.dir(d); err != nil {
+			return nil, err
+		}
+	}
+	// pg_control after every other data file (invariant 5); backup_label and tablespace_map exactly as
+	// pg_backup_stop returned them (invariant 4)
+	if err := t.whole(controlfile.Path, control); err != nil {
+		return nil, err
+	}
+	if err := t.whole("backup_label", end.BackupLabel); err != nil {
+		return nil, err
+	}
+	if len(end.TablespaceMap) > 0 {
+		if err := t.whole("tablespace_map", end.TablespaceMap); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range t.archives {
+		// the end of an archive: two zero blocks
+		if err := t.small(a, make([]byte, 1024)); err != nil {
+			return nil, err
+		}
+		if err := a.w.Flush(); err != nil {
+			return nil, err
+		}
+		if err := a.f.Sync(); err != nil {
+			return nil, err
+		}
+		if err := a.f.Close(); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range t.archives {
+		if err := os.Rename(a.f.Name(), filepath.Join(t.dest, a.name)); err != nil {
+			return nil, err
+		}
+	}
+	t.spool.Close()
+	os.Remove(t.spool.Name())
+	t.spool = nil
+	t.archives = nil
+	return t.entries, syncDir(t.dest)
+}
