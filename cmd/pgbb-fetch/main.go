@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/fetch"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/urfave/cli/v2"
@@ -24,6 +25,7 @@ func main() {
 			&cli.StringFlag{Name: "dsn", Usage: "connection string (default: $PGBB_DSN, then PG* variables)"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
 			&cli.StringFlag{Name: "compress", Value: "none", Usage: "chunk compression: none or xz"},
+			&cli.IntFlag{Name: "compress-level", Value: compress.DefaultLevel, Usage: "xz level: 1 (fastest, default), 2 or 3 (1, 4 MiB dictionary)"},
 			&cli.IntFlag{Name: "chunk-size", Value: fetch.DefaultChunkSize, Usage: "bytes per read"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all) instead of stdout"},
 			&cli.StringFlag{Name: "output-dir", Aliases: []string{"O"}, Usage: "write the stream to a new uniquely named .stream file in DIR"},
@@ -33,6 +35,7 @@ func main() {
 				DSN:       cliapp.DSN(c.String("dsn"), server.Password),
 				BackupID:  c.String("backup-id"),
 				Compress:  c.String("compress"),
+				Level:     c.Int("compress-level"),
 				ChunkSize: c.Int("chunk-size"),
 				Output:    c.String("output"),
 				OutputDir: c.String("output-dir"),

@@ -2,10 +2,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/pack"
+	"github.com/pgbb/pgbb/internal/verify"
 	"github.com/urfave/cli/v2"
 )
 
@@ -20,7 +22,8 @@ func main() {
 			"work item and the WAL from start to stop arrived, and writes backup_manifest last. Exit 0 means the\n" +
 			"backup is complete; on failure what was written is removed (see --no-clean).",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "pgdata", Aliases: []string{"D"}, Usage: "target directory (new or empty)", Required: true},
+			&cli.StringFlag{Name: "pgdata", Aliases: []string{"D"}, Usage: "target directory (new or empty)"},
+			&cli.StringFlag{Name: "verify", Usage: "check the backup in DIR (plain or tar.xz) against its backup_manifest, WAL included, without extracting; write nothing"},
 			&cli.StringSliceFlag{Name: "tablespace-mapping", Aliases: []string{"T"}, Usage: "relocate the tablespace in OLDDIR to NEWDIR"},
 			&cli.BoolFlag{Name: "force", Usage: "empty a non-empty target directory first"},
 			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
@@ -28,6 +31,23 @@ func main() {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 		},
 		Action: func(c *cli.Context) error {
+			if dir := c.String("verify"); dir != "" {
+				if c.IsSet("pgdata") || c.NArg() > 0 {
+					return cliapp.Usage("run --verify DIR alone", "--verify takes no -D and no inputs")
+				}
+				problems, err := verify.Verify(dir, os.Stderr)
+				if err != nil {
+					return err
+				}
+				if problems > 0 {
+					return fmt.Errorf("%d problems found in %s", problems, dir)
+				}
+				fmt.Fprintf(os.Stderr, "pgbb-pack: backup in %s verified\n", dir)
+				return nil
+			}
+			if !c.IsSet("pgdata") {
+				return cliapp.Usage("give the target with -D DIR", "no target directory")
+			}
 			maps := map[string]string{}
 			for _, m := range c.StringSlice("tablespace-mapping") {
 				old, nw, err := pack.ParseMapping(m)

@@ -13,14 +13,32 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// DictSize is the LZMA2 dictionary size: chunks are at most a few MiB, and 1 MiB compresses them about as
-// well as 8 MiB while running faster (measured on pgbench heap and index pages).
-const DictSize = 1 << 20
+// Compression levels: the LZMA2 dictionary size, with the hash-table matcher (the library's binary-tree
+// matcher took minutes on a 4 MiB chunk of pgbench_accounts). Measured on this machine on 4 MiB chunks of a
+// pgbench heap and its primary key index (docs/BENCHMARKS.md): 256 KiB compresses 8.7 MB/s (index) and
+// 25.8 MB/s (heap), 1 MiB 7.5 and 23.1, 4 MiB 6.5 and 22.6, to within 2% of the same size. Chunks are a few
+// MiB, so a larger dictionary finds little more; level 1 is the default.
+const (
+	MinLevel     = 1
+	MaxLevel     = 3
+	DefaultLevel = 1
+)
 
-// XZ compresses raw into one complete xz stream, appending to dst.
-func XZ(dst, raw []byte) ([]byte, error) {
+var dictSizes = [MaxLevel + 1]int{0, 256 << 10, 1 << 20, 4 << 20}
+
+// DictSize is the largest dictionary any level uses; readers accept up to it.
+const DictSize = 4 << 20
+
+// XZ compresses raw into one complete xz stream at the default level, appending to dst.
+func XZ(dst, raw []byte) ([]byte, error) { return XZLevel(dst, raw, DefaultLevel) }
+
+// XZLevel compresses raw into one complete xz stream at level (MinLevel to MaxLevel), appending to dst.
+func XZLevel(dst, raw []byte, level int) ([]byte, error) {
+	if level < MinLevel || level > MaxLevel {
+		return nil, fmt.Errorf("xz: compression level %d is not between %d and %d", level, MinLevel, MaxLevel)
+	}
 	buf := bytes.NewBuffer(dst)
-	cfg := xz.WriterConfig{DictCap: DictSize, CheckSum: xz.CRC32}
+	cfg := xz.WriterConfig{DictCap: dictSizes[level], CheckSum: xz.CRC32}
 	w, err := cfg.NewWriter(buf)
 	if err != nil {
 		return nil, err

@@ -31,6 +31,7 @@ type Options struct {
 	DSN       string
 	BackupID  string   // PGBB_BACKUP_ID; required
 	Compress  string   // "none" or "xz"
+	Level     int      // xz level, compress.MinLevel to compress.MaxLevel; 0 means the default
 	ChunkSize int      // bytes per read, at most chunkstream.MaxChunk
 	Output    string   // "" or "-" for stdout, else a file written whole (temp name, fsync, rename)
 	OutputDir string   // write to a new uniquely named *.stream file in this directory
@@ -58,6 +59,12 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		codec = chunkstream.CodecXZ
 	default:
 		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	}
+	if o.Level == 0 {
+		o.Level = compress.DefaultLevel
+	}
+	if o.Level < compress.MinLevel || o.Level > compress.MaxLevel {
+		return cliapp.Usage(fmt.Sprintf("give a level from %d to %d", compress.MinLevel, compress.MaxLevel), "bad compression level %d", o.Level)
 	}
 	if o.ChunkSize == 0 {
 		o.ChunkSize = DefaultChunkSize
@@ -98,7 +105,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if err != nil {
 		return err
 	}
-	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, chunk: o.ChunkSize, backupID: o.BackupID}
+	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID}
 	if len(o.Items) > 0 {
 		for _, l := range items {
 			if err := f.do(l); err != nil {
@@ -134,6 +141,7 @@ type fetcher struct {
 	conn     *server.Conn
 	sw       *chunkstream.Writer
 	codec    byte
+	level    int
 	chunk    int
 	backupID string
 	buf      []byte
@@ -194,7 +202,7 @@ func (f *fetcher) do(l worklist.Line) error {
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(it.Offset + stored), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
 		if f.codec == chunkstream.CodecXZ {
-			if f.zbuf, err = compress.XZ(f.zbuf[:0], data); err != nil {
+			if f.zbuf, err = compress.XZLevel(f.zbuf[:0], data, f.level); err != nil {
 				return err
 			}
 			c.Data = f.zbuf

@@ -40,6 +40,7 @@ type Options struct {
 	Fast     bool          // -c fast: immediate checkpoint at start
 	Delay    time.Duration // pause between WAL copy rounds
 	Compress string        // "none" or "xz", for WAL chunks
+	Level    int           // xz level; 0 means the default
 	NoSlot   bool          // do not create the temporary replication slot
 	Child    []string      // the base copy command; empty: wait for "stop" on stdin
 	Log      *cliapp.Logger
@@ -84,6 +85,12 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 		s.codec = chunkstream.CodecXZ
 	default:
 		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	}
+	if o.Level == 0 {
+		s.o.Level = compress.DefaultLevel
+	}
+	if s.o.Level < compress.MinLevel || s.o.Level > compress.MaxLevel {
+		return cliapp.Usage(fmt.Sprintf("give a level from %d to %d", compress.MinLevel, compress.MaxLevel), "bad compression level %d", o.Level)
 	}
 	if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
 		return err
@@ -433,7 +440,7 @@ func (s *session) writeChunk(path string, off uint64, data []byte) error {
 		Codec: s.codec, Path: path, Data: data}
 	if s.codec == chunkstream.CodecXZ {
 		var err error
-		if s.zbuf, err = compress.XZ(s.zbuf[:0], data); err != nil {
+		if s.zbuf, err = compress.XZLevel(s.zbuf[:0], data, s.o.Level); err != nil {
 			return err
 		}
 		c.Data = s.zbuf
