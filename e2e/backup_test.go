@@ -115,9 +115,9 @@ INSERT INTO ul SELECT id + 1000000, v FROM ul WHERE id = (SELECT max(id) FROM ul
 // checkRestore is the oracle: stock pg_verifybackup with WAL parsing, the restored cluster starts and
 // reaches consistency, pg_amcheck passes, pgbench balances agree, the tablespace data is there through the
 // mapped link, and the unlogged table is empty.
-func (s *source) checkRestore(t *testing.T, dest, tsNew string) {
+func (s *source) checkRestore(t *testing.T, dest, tsNew string, verifyArgs ...string) {
 	t.Helper()
-	if r := run(t, 5*time.Minute, env(), filepath.Join(pgtest.BinDir(), "pg_verifybackup"), dest); r.code != 0 {
+	if r := run(t, 5*time.Minute, env(), filepath.Join(pgtest.BinDir(), "pg_verifybackup"), append(verifyArgs, dest)...); r.code != 0 {
 		t.Fatalf("pg_verifybackup failed:\n%s%s", r.stdout, r.stderr)
 	}
 	link := filepath.Join(dest, "pg_tblspc", s.tsOID)

@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/pgtest"
+)
+
+// extractTar restores a tar.xz backup the way the README says: base into the data directory, pg_wal into
+// pg_wal/, each tablespace into a new directory with a pg_tblspc link to it, backup_manifest beside; then
+// stock pg_verifybackup -n; only then tablespace_map is edited to name the new directory (it names the
+// source's, which recovery would re-point the link to). Stock tar must extract each archive silently.
+func extractTar(t *testing.T, c *pgtest.Cluster, backup, tsOID string) (data, tsNew string) {
+	t.Helper()
+	data, tsNew = c.TempDir(t), c.TempDir(t)
+	os.Chmod(data, 0o700)
+	xtar := func(archive, dir string) {
+		cmd := exec.Command("tar", "-xJf", filepath.Join(backup, archive), "-C", dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+			t.Fatalf("tar -xJf %s: %v %s", archive, err, stderr.String())
+		}
+	}
+	xtar("base.tar.xz", data)
+	xtar("pg_wal.tar.xz", filepath.Join(data, "pg_wal"))
+	xtar(tsOID+".tar.xz", tsNew)
+	m, err := os.ReadFile(filepath.Join(data, "tablespace_map"))
+	if err != nil || !strings.HasPrefix(string(m), tsOID+" ") {
+		t.Fatalf("tablespace_map: %q %v", m, err)
+	}
+	if err := os.Symlink(tsNew, filepath.Join(data, "pg_tblspc", tsOID)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(backup, "backup_manifest"))
+	os.WriteFile(filepath.Join(data, "backup_manifest"), b, 0o600)
+	if v := run(t, 5*time.Minute, env(), filepath.Join(pgtest.BinDir(), "pg_verifybackup"), "-n", data); v.code != 0 {
+		t.Fatalf("pg_verifybackup -n: %s%s", v.stdout, v.stderr)
+	}
+	if v := run(t, 5*time.Minute, env(), filepath.Join(pgtest.BinDir(), "pg_verifybackup"), data); v.code != 0 {
+		t.Fatalf("pg_verifybackup (WAL parsed): %s%s", v.stdout, v.stderr)
+	}
+	os.WriteFile(filepath.Join(data, "tablespace_map"), []byte(tsOID+" "+tsNew+"\n"), 0o600)
+	return data, tsNew
+}
+
+func TestTarBackupUnderWriteLoad(t *testing.T) {
+	for _, fanout := range []string{"parallel", "xargs"} {
+		t.Run(fanout, func(t *testing.T) {
+			s := newSource(t, 10)
+			stop := s.load(t)
+			backup := filepath.Join(t.TempDir(), "backup")
+			r := run(t, 10*time.Minute, env(), script, "-F", "tar", "-j", "2", "--fanout", fanout, s.c.DSN(), backup)
+			stop()
+			if r.code != 0 {
+				t.Fatalf("pgbb-basebackup -F tar: exit %d\n%s", r.code, r.stderr)
+			}
+			ents, _ := os.ReadDir(backup)
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			want := []string{s.tsOID + ".tar.xz", "backup_manifest", "base.tar.xz", "pg_wal.tar.xz"}
+			if strings.Join(names, " ") != strings.Join(want, " ") {
+				t.Fatalf("backup holds %v, want %v (the spool must be gone)", names, want)
+			}
+			for _, n := range names[:len(names)] {
+				if strings.HasSuffix(n, ".tar.xz") {
+					if out, err := exec.Command("xz", "-t", filepath.Join(backup, n)).CombinedOutput(); err != nil {
+						t.Fatalf("xz -t %s: %v %s", n, err, out)
+					}
+				}
+			}
+			if v := run(t, 5*time.Minute, env(), bin("pgbb-pack"), "--verify", backup); v.code != 0 {
+				t.Fatalf("pgbb-pack --verify: %s", v.stderr)
+			}
+			data, tsNew := extractTar(t, s.c, backup, s.tsOID)
+			s.checkRestore(t, data, tsNew, "-i", "tablespace_map")
+
+			// --verify finds a flipped byte in the compressed archive
+			b, _ := os.ReadFile(filepath.Join(backup, "base.tar.xz"))
+			b[len(b)/2] ^= 0x55
+			os.WriteFile(filepath.Join(backup, "base.tar.xz"), b, 0o600)
+			v := run(t, 5*time.Minute, env(), bin("pgbb-pack"), "--verify", backup)
+			expectFailure(t, v, time.Minute, "pgbb-pack", "base.tar.xz")
+		})
+	}
+}
