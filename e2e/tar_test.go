@@ -92,3 +92,55 @@ func TestTarBackupUnderWriteLoad(t *testing.T) {
 		})
 	}
 }
+
+// A cut or damaged stream leaves neither a .tar.xz that looks complete nor a backup_manifest, in either
+// format, and --no-clean keeps the pieces under names that say they are unfinished.
+func TestDamagedStreamLeavesNothingComplete(t *testing.T) {
+	c := pgtest.New(t, pgtest.Options{})
+	c.Psql(t, "postgres", "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g")
+	dir := t.TempDir()
+	stream := filepath.Join(dir, "all.stream")
+	f, _ := os.Create(stream)
+	cmd := exec.Command(bin("pgbb-xlog"), "--compress", "xz", "--", "bash", "-c", "set -o pipefail; pgbb-list | pgbb-fetch --compress xz")
+	cmd.Env = env("PGBB_DSN=" + c.DSN())
+	cmd.Stdout = f
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("pgbb-xlog: %v %s", err, stderr.String())
+	}
+	f.Close()
+	good, _ := os.ReadFile(stream)
+	for _, format := range []string{"plain", "tar"} {
+		for _, cut := range []int{len(good) / 3, len(good) - 100, len(good) - 1} {
+			bad := filepath.Join(dir, "bad.stream")
+			os.WriteFile(bad, good[:cut], 0o600)
+			for _, noClean := range []bool{false, true} {
+				dest := filepath.Join(t.TempDir(), "dest")
+				args := []string{"-F", format, "-D", dest, bad}
+				if noClean {
+					args = append([]string{"--no-clean"}, args...)
+				}
+				r := run(t, time.Minute, env(), bin("pgbb-pack"), args...)
+				expectFailure(t, r, time.Minute, "pgbb-pack", "cut short")
+				filepath.Walk(dest, func(p string, fi os.FileInfo, err error) error {
+					if err == nil && (strings.HasSuffix(p, ".tar.xz") || strings.HasSuffix(p, "backup_manifest")) {
+						t.Errorf("%s cut at %d (no-clean %v): %s looks complete", format, cut, noClean, p)
+					}
+					return nil
+				})
+				if _, err := os.Stat(dest); !noClean && err == nil {
+					t.Errorf("%s cut at %d: %s left behind", format, cut, dest)
+				}
+			}
+		}
+		// and the whole stream packs
+		dest := filepath.Join(t.TempDir(), "dest")
+		if r := run(t, time.Minute, env(), bin("pgbb-pack"), "-F", format, "-D", dest, stream); r.code != 0 {
+			t.Fatalf("%s: good stream refused: %s", format, r.stderr)
+		}
+		if r := run(t, time.Minute, env(), bin("pgbb-pack"), "--verify", dest); r.code != 0 {
+			t.Fatalf("%s: --verify: %s", format, r.stderr)
+		}
+	}
+}
