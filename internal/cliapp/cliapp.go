@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,7 +115,9 @@ func Main(app *cli.App) {
 	}
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	stopProfile := startProfile(prog)
 	err := app.RunContext(ctx, os.Args)
+	stopProfile()
 	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
@@ -135,6 +138,24 @@ func Main(app *cli.App) {
 		fmt.Fprintf(os.Stderr, "%s: hint: %s\n", prog, Redact(hint))
 	}
 	os.Exit(code)
+}
+
+// startProfile writes a CPU profile to $PGBB_CPUPROFILE.<prog>.<pid> when that variable is set (for the
+// benchmarks: a profile, not a guess).
+func startProfile(prog string) func() {
+	base := os.Getenv("PGBB_CPUPROFILE")
+	if base == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%s.%d", base, prog, os.Getpid()))
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // DSN returns the connection string: the argument if given, else $PGBB_DSN, else "" (libpq defaults and PG*

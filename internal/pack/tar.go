@@ -45,6 +45,7 @@ type tarTarget struct {
 	padCache map[int][]byte
 	hdr      tar.Header
 	now      time.Time
+	zbuf     []byte
 }
 
 type tarArchive struct {
@@ -126,13 +127,11 @@ func (t *tarTarget) member(path string) (*tarArchive, string, error) {
 	return a, member, nil
 }
 
-// small writes bytes pack made itself (headers, padding, short files) as one xz stream.
+// small writes bytes pack made itself (headers, padding, archive ends, pg_control, backup_label,
+// tablespace_map) as one stored xz stream: no encoder runs in pack.
 func (t *tarTarget) small(a *tarArchive, raw []byte) error {
-	z, err := compress.XZ(nil, raw)
-	if err != nil {
-		return err
-	}
-	_, err = a.w.Write(z)
+	t.zbuf = compress.XZStored(t.zbuf[:0], raw)
+	_, err := a.w.Write(t.zbuf)
 	return err
 }
 
@@ -225,10 +224,7 @@ func (t *tarTarget) pad(a *tarArchive, size int64) error {
 	}
 	z, ok := t.padCache[n]
 	if !ok {
-		var err error
-		if z, err = compress.XZ(nil, make([]byte, n)); err != nil {
-			return err
-		}
+		z = compress.XZStored(nil, make([]byte, n))
 		t.padCache[n] = z
 	}
 	_, err := a.w.Write(z)
