@@ -6,7 +6,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -57,13 +59,24 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Version/10000, info.CatalogVersion),
-		out: bufio.NewWriterSize(w, 64<<10)}
+	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Version/10000, info.CatalogVersion)}
 	if err := l.walk(""); err != nil {
 		return err
 	}
-	fmt.Fprintln(l.out, worklist.FormatTrailer(worklist.Trailer{Count: l.seq, BackupID: o.BackupID}))
-	return l.out.Flush()
+	// Fan-outs hand consecutive lines to one job (parallel --pipe -N, xargs -n). In walk order the ranges of
+	// a big relation sit together and land in one or two jobs; shuffled, every group of lines carries about
+	// the same bytes. The shuffle is seeded by the backup id, so a list can be made again identically.
+	seed := fnv.New64a()
+	seed.Write([]byte(o.BackupID))
+	r := rand.New(rand.NewPCG(seed.Sum64(), 0x70676262))
+	r.Shuffle(len(l.items), func(i, j int) { l.items[i], l.items[j] = l.items[j], l.items[i] })
+	out := bufio.NewWriterSize(w, 64<<10)
+	for i, it := range l.items {
+		it.Seq = uint64(i + 1)
+		fmt.Fprintln(out, worklist.FormatItem(it))
+	}
+	fmt.Fprintln(out, worklist.FormatTrailer(worklist.Trailer{Count: uint64(len(l.items)), BackupID: o.BackupID}))
+	return out.Flush()
 }
 
 // readControl reads pg_control for the catalog version that names tablespace directories, re-reading a
@@ -99,13 +112,11 @@ type lister struct {
 	conn  *server.Conn
 	opt   Options
 	rules datadir.Rules
-	out   *bufio.Writer
-	seq   uint64
+	items []worklist.Item
 }
 
 func (l *lister) emit(kind worklist.Kind, path string, off, length int64) {
-	l.seq++
-	fmt.Fprintln(l.out, worklist.FormatItem(worklist.Item{Seq: l.seq, Kind: kind, Offset: off, Length: length, Path: path}))
+	l.items = append(l.items, worklist.Item{Kind: kind, Offset: off, Length: length, Path: path})
 }
 
 func (l *lister) walk(dir string) error {
