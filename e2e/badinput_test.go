@@ -201,11 +201,11 @@ func TestKilledFetchJobFailsTheRun(t *testing.T) {
 	wrapper := `#!/bin/bash
 args=0; for a; do [[ $a == *$'\t'* ]] && args=1; done
 if [ $args = 0 ]; then input=$(cat); else input="$*"; fi
-if [[ "$input" == *"` + big + `"* ]] && mkdir ` + mark + ` 2>/dev/null; then
+if [[ "$input" == *"	p	0	33554432	` + big + `"* ]] && mkdir ` + mark + ` 2>/dev/null; then
   if [ $args = 0 ]; then
-    ` + bin("pgbb-fetch") + ` --chunk-size 65536 "$@" <<<"$input" & pid=$!
+    ` + bin("pgbb-fetch") + ` --chunk-size 8192 "$@" <<<"$input" & pid=$!
   else
-    ` + bin("pgbb-fetch") + ` --chunk-size 65536 "$@" & pid=$!
+    ` + bin("pgbb-fetch") + ` --chunk-size 8192 "$@" & pid=$!
   fi
   sleep 0.3; kill -9 $pid; wait $pid; exit $?
 fi
