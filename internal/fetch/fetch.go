@@ -20,6 +20,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/testhook"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
 
@@ -105,6 +106,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if err != nil {
 		return err
 	}
+	testhook.Pause("fetch")
 	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID}
 	if len(o.Items) > 0 {
 		for _, l := range items {

@@ -30,6 +30,7 @@ import (
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/testhook"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -451,6 +452,7 @@ func (s *session) writeChunk(path string, off uint64, data []byte) error {
 // finish copies pg_control, stops the backup, copies the WAL through the stop LSN and the history files, and
 // ends the stream.
 func (s *session) finish() error {
+	testhook.Pause("stop")
 	ctl, err := s.readControlBytes()
 	if err != nil {
 		return err
