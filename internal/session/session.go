@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,6 +97,9 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
 		return err
 	}
+	// A reader that went away (pgbb-pack killed) must end the backup through an error on write, which also
+	// stops the child, rather than a SIGPIPE that would leave the child running.
+	signal.Ignore(syscall.SIGPIPE)
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", true)
 	if err != nil {
 		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
