@@ -37,6 +37,7 @@ const (
 	TypeChunk       byte = 'C'
 	TypeOutcome     byte = 'O'
 	TypeTrailer     byte = 'T'
+	TypeBadPage     byte = 'K'
 	TypeBackupEnd   byte = 'E'
 	TypeEnd         byte = 'Z'
 )
@@ -266,6 +267,15 @@ func (sw *Writer) WriteOutcome(o Outcome) error {
 	return sw.write(TypeOutcome, b)
 }
 
+// WriteBadPage writes a K record: block of the file at path failed its page checksum twice.
+func (sw *Writer) WriteBadPage(item, block uint64, path string) error {
+	var b body
+	b.u64(item)
+	b.u64(block)
+	b.str(path)
+	return sw.write(TypeBadPage, b)
+}
+
 // WriteTrailer writes a T record.
 func (sw *Writer) WriteTrailer(count uint64, backupID string) error {
 	var b body
@@ -437,7 +447,7 @@ func (rd *Reader) sequence(rec *Record) error {
 		return rd.errf("record %d of producer %016x where %d was due (dropped, duplicated or reordered record)", rec.Num, rec.Producer, next)
 	}
 	switch rec.Type {
-	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd:
+	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd, TypeBadPage:
 	case TypeEnd:
 		d := decoder{b: rec.Body}
 		cnt := d.u64()
@@ -592,6 +602,13 @@ func (r *Record) Outcome() (Outcome, error) {
 		return o, fmt.Errorf("outcome stores %d bytes of a %d-byte range", o.Stored, o.Length)
 	}
 	return o, d.done()
+}
+
+// BadPage decodes a K record.
+func (r *Record) BadPage() (item, block uint64, path string, err error) {
+	d := decoder{b: r.Body}
+	item, block, path = d.u64(), d.u64(), d.str()
+	return item, block, path, d.done()
 }
 
 // Trailer decodes a T record.

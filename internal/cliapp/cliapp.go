@@ -23,6 +23,7 @@ const (
 	ExitOK      = 0 // success; for pgbb-pack and pgbb-xlog: the backup is complete and restorable
 	ExitFailure = 1 // the run failed; no backup_manifest was written
 	ExitUsage   = 2 // bad flags, arguments or input format, reported before any work
+	ExitBadPage = 3 // pgbb-pack: the copy is complete but pages failed checksum verification; kept, no manifest
 )
 
 // Error carries an exit code and an optional hint for the user.

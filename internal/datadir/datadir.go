@@ -10,6 +10,7 @@ package datadir
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -142,6 +143,38 @@ func (r Rules) Classify(dir, name string, isDir bool, siblings map[string]bool) 
 		}
 	}
 	return Copy, ""
+}
+
+// noChecksumFiles are files in relation directories without page checksums (basebackup.c's
+// noChecksumFiles of PostgreSQL 13 to 16; pg_internal.init by prefix).
+var noChecksumFiles = map[string]bool{"pg_control": true, "pg_filenode.map": true, "PG_VERSION": true}
+
+// HasPageChecksums reports whether the file at path (relative to the data directory) is made of data pages
+// that carry checksums when the cluster has them: files under global/, base/ or a tablespace's version
+// directory, except pg_control, pg_filenode.map, PG_VERSION and pg_internal.init* (basebackup.c,
+// is_checksummed_file).
+func HasPageChecksums(path string) bool {
+	dir, name := "", path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir, name = path[:i], path[i+1:]
+	}
+	if noChecksumFiles[name] || strings.HasPrefix(name, "pg_internal.init") || strings.HasPrefix(name, TempFilePrefix) {
+		return false
+	}
+	return dir == "global" || checksummedDir.MatchString(dir)
+}
+
+var checksummedDir = regexp.MustCompile(`^(base/[0-9]+|pg_tblspc/[0-9]+/PG_[0-9]+_[0-9]+/[0-9]+)$`)
+
+// SegmentNumber returns the segment number of a relation file name (the ".N" suffix), 0 without one.
+func SegmentNumber(name string) uint64 {
+	if rel, ok := ParseRelationFileName(name); ok && rel.Segment != "" {
+		n, err := strconv.ParseUint(rel.Segment, 10, 32)
+		if err == nil {
+			return n
+		}
+	}
+	return 0
 }
 
 // RelationFile is a parsed relation file name: <number>[_<fork>][.<segment>].

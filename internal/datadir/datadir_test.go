@@ -71,3 +71,28 @@ func TestParseRelationFileName(t *testing.T) {
 		}
 	}
 }
+
+func TestHasPageChecksumsMirrorsIsChecksummedFile(t *testing.T) {
+	for path, want := range map[string]bool{
+		"base/5/16384":                         true,
+		"base/5/16384_fsm":                     true,
+		"base/5/16384.3":                       true,
+		"global/1262":                          true,
+		"pg_tblspc/16385/PG_15_202209061/5/77": true,
+		"global/pg_control":                    false,
+		"global/pg_filenode.map":               false,
+		"base/5/pg_filenode.map":               false,
+		"base/5/PG_VERSION":                    false,
+		"base/5/pg_internal.init":              false,
+		"pg_xact/0000":                         false,
+		"PG_VERSION":                           false,
+		"pg_multixact/offsets/0000":            false,
+	} {
+		if got := HasPageChecksums(path); got != want {
+			t.Errorf("%s: %v, want %v", path, got, want)
+		}
+	}
+	if SegmentNumber("16384.12") != 12 || SegmentNumber("16384") != 0 || SegmentNumber("16384_vm.1") != 1 {
+		t.Fatal("segment numbers")
+	}
+}

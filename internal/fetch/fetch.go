@@ -14,11 +14,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/datadir"
+	"github.com/pgbb/pgbb/internal/pagecheck"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/testhook"
 	"github.com/pgbb/pgbb/internal/worklist"
@@ -37,7 +40,10 @@ type Options struct {
 	Output    string   // "" or "-" for stdout, else a file written whole (temp name, fsync, rename)
 	OutputDir string   // write to a new uniquely named *.stream file in this directory
 	Items     []string // work-list lines given as arguments; stdin is read when empty
-	Log       *cliapp.Logger
+	// NoVerifyChecksums turns off page checksum verification (on by default when the cluster has data
+	// checksums).
+	NoVerifyChecksums bool
+	Log               *cliapp.Logger
 }
 
 var tablespaceLinkPath = regexp.MustCompile(`^pg_tblspc/[0-9]+$`)
@@ -106,8 +112,21 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if err != nil {
 		return err
 	}
+	var verifyFrom uint64
+	if !o.NoVerifyChecksums {
+		on, err := conn.Show(ctx, "data_checksums")
+		if err != nil {
+			return err
+		}
+		if on == "on" {
+			if verifyFrom, err = startLSN(o.BackupID); err != nil {
+				return err
+			}
+		}
+	}
 	testhook.Pause("fetch")
-	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID}
+	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID,
+		verifyFrom: verifyFrom, log: o.Log}
 	if len(o.Items) > 0 {
 		for _, l := range items {
 			if err := f.do(l); err != nil {
@@ -129,6 +148,9 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 			}
 		}
 	}
+	if f.badPages > 0 {
+		o.Log.Warn("%d pages failed checksum verification; pgbb-pack will keep the backup without backup_manifest and exit 3", f.badPages)
+	}
 	if err := sw.Close(); err != nil {
 		return err
 	}
@@ -148,6 +170,57 @@ type fetcher struct {
 	backupID string
 	buf      []byte
 	zbuf     []byte
+	// verifyFrom is the backup's start LSN when page checksums are verified, else 0
+	verifyFrom uint64
+	badPages   int
+	log        *cliapp.Logger
+}
+
+// startLSN reads the start LSN out of a backup id (docs/worklist.md).
+func startLSN(id string) (uint64, error) {
+	f := strings.Split(id, "-")
+	if len(f) != 5 {
+		return 0, fmt.Errorf("backup id %q does not have the form pgbb-xlog gives", id)
+	}
+	hi, err1 := strconv.ParseUint(f[2], 16, 32)
+	lo, err2 := strconv.ParseUint(f[3], 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("backup id %q does not have the form pgbb-xlog gives", id)
+	}
+	return hi<<32 | lo, nil
+}
+
+// verifyPages checks the page checksums of data read from path at off, as basebackup.c does: a page that
+// fails is read again alone (the server may have been writing it) and the fresh copy replaces it in data;
+// a page that fails twice is reported in a K record after the chunk.
+func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) (bad []uint64, err error) {
+	if f.verifyFrom == 0 || off%pagecheck.PageSize != 0 || !datadir.HasPageChecksums(path) {
+		return nil, nil
+	}
+	base := datadir.SegmentNumber(path[strings.LastIndexByte(path, '/')+1:]) * pagecheck.BlocksPerSegment
+	for p := 0; p+pagecheck.PageSize <= len(data); p += pagecheck.PageSize {
+		page := data[p : p+pagecheck.PageSize]
+		blk := base + uint64(off+int64(p))/pagecheck.PageSize
+		if !pagecheck.NeedsCheck(page, f.verifyFrom) || pagecheck.Valid(page, uint32(blk)) {
+			continue
+		}
+		again, missing, err := f.conn.ReadFile(f.ctx, nil, path, off+int64(p), pagecheck.PageSize)
+		if err != nil {
+			return nil, fmt.Errorf("re-read %s block %d: %w", path, blk, err)
+		}
+		if !missing && len(again) == pagecheck.PageSize {
+			copy(page, again)
+			if !pagecheck.NeedsCheck(page, f.verifyFrom) || pagecheck.Valid(page, uint32(blk)) {
+				continue
+			}
+		} else {
+			continue // the file shrank or vanished: WAL replay decides
+		}
+		f.badPages++
+		f.log.Warn("checksum verification failed in file %q, block %d: calculated %04X but expected %04X", path, blk, pagecheck.Checksum(page, uint32(blk)), pagecheck.Stored(page))
+		bad = append(bad, blk)
+	}
+	return bad, nil
 }
 
 func (f *fetcher) do(l worklist.Line) error {
@@ -201,6 +274,10 @@ func (f *fetcher) do(l worklist.Line) error {
 		if int64(len(data)) > n {
 			return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), n)
 		}
+		bad, err := f.verifyPages(it.Seq, it.Path, it.Offset+stored, data)
+		if err != nil {
+			return err
+		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(it.Offset + stored), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
 		if f.codec == chunkstream.CodecXZ {
@@ -211,6 +288,11 @@ func (f *fetcher) do(l worklist.Line) error {
 		}
 		if err := f.sw.WriteChunk(c); err != nil {
 			return err
+		}
+		for _, blk := range bad {
+			if err := f.sw.WriteBadPage(it.Seq, blk, it.Path); err != nil {
+				return err
+			}
 		}
 		stored += int64(len(data))
 		if int64(len(data)) < n {

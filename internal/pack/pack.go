@@ -144,8 +144,13 @@ type packer struct {
 	walFiles  map[string]*walState
 	history   map[string]bool
 	control   []byte
-	producers map[uint64]string // producer id -> backup id
+	producers map[uint64]string   // producer id -> backup id
+	badPages  map[string][]uint64 // path -> blocks that failed their checksum
 }
+
+// errBadPages ends a run whose copy is complete but holds pages that failed checksum verification: the
+// backup is kept (as pg_basebackup keeps it) but gets no backup_manifest, so it never passes for good.
+var errBadPages = errors.New("page checksum failures")
 
 // Run assembles the backup. It returns nil only after backup_manifest is durably in place.
 func Run(o Options, stdin io.Reader) (err error) {
@@ -180,7 +185,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	syscall.Umask(0)
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
-		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}}
+		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{}}
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log}
 	} else {
@@ -197,7 +202,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 		}
 	}
 	defer func() {
-		if err != nil && !o.NoClean {
+		if err != nil && !o.NoClean && !errors.Is(err, errBadPages) {
 			p.out.clean()
 			if p.createdD {
 				os.RemoveAll(dest)
@@ -332,6 +337,16 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		return p.chunk(rec)
 	case chunkstream.TypeOutcome:
 		return p.outcome(rec)
+	case chunkstream.TypeBadPage:
+		item, blk, path, err := rec.BadPage()
+		if err != nil {
+			return err
+		}
+		if err := p.checkItemPath(item, path); err != nil {
+			return err
+		}
+		p.badPages[path] = append(p.badPages[path], blk)
+		return nil
 	case chunkstream.TypeTrailer:
 		n, id, err := rec.Trailer()
 		if err != nil {
@@ -723,6 +738,9 @@ func (p *packer) commit() error {
 	if err != nil {
 		return err
 	}
+	if len(p.badPages) > 0 {
+		return p.reportBadPages()
+	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 	body := manifest.Build(manifest.Version(int(p.start.ServerVersion)), p.start.SystemID, entries,
 		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
@@ -731,6 +749,32 @@ func (p *packer) commit() error {
 	}
 	p.o.Log.Info("backup complete: %d files, WAL %s to %s", len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
 	return nil
+}
+
+// reportBadPages lists the files and blocks that failed checksum verification, with a total.
+func (p *packer) reportBadPages() error {
+	paths := make([]string, 0, len(p.badPages))
+	total := 0
+	for path, blocks := range p.badPages {
+		paths = append(paths, path)
+		total += len(blocks)
+	}
+	sort.Strings(paths)
+	for _, path := range paths {
+		blocks := p.badPages[path]
+		sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+		list := make([]string, 0, len(blocks))
+		for i, b := range blocks {
+			if i == 20 {
+				list = append(list, fmt.Sprintf("and %d more", len(blocks)-20))
+				break
+			}
+			list = append(list, strconv.FormatUint(b, 10))
+		}
+		p.o.Log.Warn("checksum verification failed in file %q, blocks %s", path, strings.Join(list, ", "))
+	}
+	return &cliapp.Error{Code: cliapp.ExitBadPage, Err: fmt.Errorf("%w: %d pages in %d files; the backup in %s is kept, without backup_manifest", errBadPages, total, len(paths), p.dest),
+		Hint: "the source cluster has corrupt pages: check it (pg_amcheck, pg_checksums on a stopped copy); to take a backup anyway, pass --no-verify-checksums to pgbb-fetch"}
 }
 
 // writeWhole writes dir/name under a temporary name, syncs it, renames it into place and syncs dir.
