@@ -83,6 +83,7 @@ func TestDeathOfAnyPartFailsTheRun(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHooks(t)
+			h.pass("stop")
 			marker := "PGBB_TEST_HOOKS=" + h.dir
 			dest := filepath.Join(t.TempDir(), "dest")
 			done := make(chan result, 1)

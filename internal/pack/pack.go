@@ -119,8 +119,13 @@ type fileProgress struct {
 	done   bool
 }
 
+// itemState follows one work item: its chunks must carry one path and follow each other from the item's
+// offset, and its outcome must name that path and cover exactly the bytes that came.
 type itemState struct {
 	chunkBytes uint64
+	path       string
+	start      uint64 // offset of the first chunk
+	next       uint64 // offset the next chunk must have
 	done       bool
 }
 
@@ -145,6 +150,7 @@ type packer struct {
 	history   map[string]bool
 	control   []byte
 	producers map[uint64]string   // producer id -> backup id
+	xlogProds map[uint64]bool     // producers named pgbb-xlog
 	badPages  map[string][]uint64 // path -> blocks that failed their checksum
 }
 
@@ -185,7 +191,8 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	syscall.Umask(0)
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
-		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{}}
+		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
+		xlogProds: map[uint64]bool{}}
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log}
 	} else {
@@ -288,10 +295,11 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		if _, seen := p.producers[rec.Producer]; seen {
 			return errors.New("a producer's stream appears twice")
 		}
-		_, id, err := rec.Begin()
+		name, id, err := rec.Begin()
 		if err != nil {
 			return err
 		}
+		p.xlogProds[rec.Producer] = name == "pgbb-xlog"
 		if p.start != nil && id != p.start.BackupID {
 			return fmt.Errorf("stream of backup %s mixed into backup %s", id, p.start.BackupID)
 		}
@@ -300,7 +308,14 @@ func (p *packer) record(rec *chunkstream.Record) error {
 	case chunkstream.TypeEnd:
 		return nil
 	case chunkstream.TypeBackupStart:
+		if !p.xlogProds[rec.Producer] {
+			return errors.New("backup start record from a producer that is not pgbb-xlog")
+		}
 		return p.backupStart(rec)
+	case chunkstream.TypeBackupEnd:
+		if !p.xlogProds[rec.Producer] {
+			return errors.New("backup end record from a producer that is not pgbb-xlog")
+		}
 	}
 	if p.start == nil {
 		return errors.New("data before the backup start record: read pgbb-xlog's stream first")
@@ -478,6 +493,9 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 		return fmt.Errorf("%s: offset %d out of range", c.Path, c.Offset)
 	}
 	if c.Item == 0 {
+		if !p.xlogProds[rec.Producer] {
+			return fmt.Errorf("%s: item 0 from a producer that is not pgbb-xlog", c.Path)
+		}
 		return p.xlogChunk(&c)
 	}
 	if err := p.checkItemPath(c.Item, c.Path); err != nil {
@@ -494,6 +512,16 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 	if fp := p.files[c.Path]; fp != nil && fp.done {
 		return fmt.Errorf("chunk of %s after the file was complete", c.Path)
 	}
+	if st.path == "" {
+		st.path, st.start, st.next = c.Path, c.Offset, c.Offset
+	}
+	if c.Path != st.path {
+		return fmt.Errorf("item %d: chunk for %s after chunks for %s", c.Item, c.Path, st.path)
+	}
+	if c.Offset != st.next {
+		return fmt.Errorf("item %d (%s): chunk at offset %d where %d was due", c.Item, c.Path, c.Offset, st.next)
+	}
+	st.next += uint64(c.RawLen)
 	st.chunkBytes += uint64(c.RawLen)
 	return p.out.chunk(&c)
 }
@@ -570,6 +598,9 @@ func (p *packer) outcome(rec *chunkstream.Record) error {
 		return err
 	}
 	if o.Item == 0 {
+		if !p.xlogProds[rec.Producer] {
+			return fmt.Errorf("%s: item 0 from a producer that is not pgbb-xlog", o.Path)
+		}
 		return p.xlogOutcome(o)
 	}
 	if err := p.checkItemPath(o.Item, o.Path); err != nil {
@@ -585,6 +616,10 @@ func (p *packer) outcome(rec *chunkstream.Record) error {
 	}
 	if st.chunkBytes != o.Stored {
 		return fmt.Errorf("item %d (%s): %d bytes arrived, its outcome says %d", o.Item, o.Path, st.chunkBytes, o.Stored)
+	}
+	if st.path != "" && (st.path != o.Path || st.start != o.Offset || st.next != o.Offset+o.Stored) {
+		return fmt.Errorf("item %d: chunks for %s at %d to %d do not make the range %s at %d of %d bytes", o.Item,
+			st.path, st.start, st.next, o.Path, o.Offset, o.Stored)
 	}
 	if o.Status == chunkstream.Vanished && o.Stored != 0 {
 		return fmt.Errorf("item %d: vanished with bytes", o.Item)

@@ -115,10 +115,14 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	} else {
 		err = s.runChild()
 	}
-	if err != nil {
-		return err
+	if err == nil {
+		err = s.finish()
 	}
-	return s.finish()
+	if err != nil && server.ErrorCode(err) == "57P01" && s.slot != "" {
+		return cliapp.WithHint(err, "the server ended the backup session: an administrator, a shutdown, or the backup's replication slot "+
+			s.slot+" passing max_slot_wal_keep_size (then the WAL the backup needs is gone)")
+	}
+	return err
 }
 
 func (s *session) begin() error {
