@@ -3,7 +3,7 @@ GO      ?= go
 PREFIX  ?= /usr/local
 BINDIR  := bin
 
-.PHONY: all build test unit demo install clean deps fuzz
+.PHONY: all build test unit demo install clean deps fuzz soak
 
 all: build
 
@@ -19,6 +19,19 @@ deps:
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
+	$(MAKE) fuzz FUZZTIME=10s
+
+# Short runs of every fuzz target (the corpora in testdata/fuzz are replayed by every go test as well).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/chunkstream
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./internal/worklist
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/manifest
+
+# The plain under-load backup-and-restore check N times in a row (not in CI): make soak N=50
+N ?= 10
+soak: deps build
+	scripts/soak $(N)
 
 # Pure packages only (no server needed).
 unit:
