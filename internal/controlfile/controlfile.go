@@ -22,8 +22,13 @@ const Path = "global/pg_control"
 // crcOffset gives offsetof(ControlFileData, crc) on 64-bit little-endian builds per pg_control_version.
 // 1300 is the version of PostgreSQL 13 to 16 (measured on a 15 cluster: the CRC of the first 288 bytes is
 // stored at 288).
+//
+// 1700 (PostgreSQL 17) and 1800 (18) come from the struct layout in their pg_control.h (18 adds
+// default_char_signedness before the nonce); they are not yet checked against real files.
 var crcOffset = map[uint32]int{
 	1300: 288,
+	1700: 288,
+	1800: 292,
 }
 
 // Info is what pgbb reads from pg_control.
