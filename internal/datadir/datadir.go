@@ -8,6 +8,7 @@
 package datadir
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -200,3 +201,27 @@ var tempRelationName = regexp.MustCompile(`^t[0-9]+_[0-9]+(?:_(?:fsm|vm|init))?(
 // LooksLikeTempRelation reports whether name is a temporary relation's file, t<backend>_<number>…
 // (looks_like_temp_rel_name).
 func LooksLikeTempRelation(name string) bool { return tempRelationName.MatchString(name) }
+
+// CheckPath enforces the rule for a path relative to the data directory (docs/worklist.md, and what
+// backup_manifest paths must be): relative, non-empty, no empty, "." or ".."
+// component, no trailing slash.
+func CheckPath(p string) error {
+	if p == "" {
+		return errors.New("empty path")
+	}
+	if strings.HasPrefix(p, "/") {
+		return fmt.Errorf("absolute path %q", p)
+	}
+	for _, c := range strings.Split(p, "/") {
+		switch c {
+		case "":
+			return fmt.Errorf("empty component in path %q", p)
+		case ".", "..":
+			return fmt.Errorf("%q component in path %q", c, p)
+		}
+		if strings.IndexByte(c, 0) >= 0 {
+			return fmt.Errorf("NUL byte in path %q", p)
+		}
+	}
+	return nil
+}

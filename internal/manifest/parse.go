@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgbb/pgbb/internal/datadir"
 )
 
 // Checksum algorithms a manifest entry may name, as pg_checksum_parse_type in PostgreSQL's
@@ -256,26 +258,7 @@ func (p *jsonParser) file(v *jsonValue) (Entry, error) {
 }
 
 // checkPath accepts the relative, clean, '/'-separated paths a data directory listing produces.
-func checkPath(p string) error {
-	if p == "" {
-		return fmt.Errorf("empty path")
-	}
-	if p[0] == '/' {
-		return fmt.Errorf("absolute path %q", p)
-	}
-	if strings.IndexByte(p, 0) >= 0 {
-		return fmt.Errorf("NUL byte in path %q", p)
-	}
-	for _, c := range strings.Split(p, "/") {
-		switch c {
-		case "":
-			return fmt.Errorf("empty component in path %q", p)
-		case ".", "..":
-			return fmt.Errorf("%q component in path %q", c, p)
-		}
-	}
-	return nil
-}
+func checkPath(p string) error { return datadir.CheckPath(p) }
 
 // lastModifiedLayout is how backup_manifest.c writes Last-Modified (pg_strftime "%Y-%m-%d %H:%M:%S %Z" of
 // the UTC time).

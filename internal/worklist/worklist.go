@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/pgbb/pgbb/internal/datadir"
 )
 
 // Kind says what an item copies.
@@ -118,28 +120,8 @@ func parseDecimal(s string, max uint64) (uint64, bool) {
 	return v, err == nil && v <= max
 }
 
-// CheckPath enforces the path rule of docs/worklist.md: relative, non-empty, no empty, "." or ".."
-// component, no trailing slash.
-func CheckPath(p string) error {
-	if p == "" {
-		return errors.New("empty path")
-	}
-	if strings.HasPrefix(p, "/") {
-		return fmt.Errorf("absolute path %q", p)
-	}
-	for _, c := range strings.Split(p, "/") {
-		switch c {
-		case "":
-			return fmt.Errorf("empty component in path %q", p)
-		case ".", "..":
-			return fmt.Errorf("%q component in path %q", c, p)
-		}
-		if strings.IndexByte(c, 0) >= 0 {
-			return fmt.Errorf("NUL byte in path %q", p)
-		}
-	}
-	return nil
-}
+// CheckPath enforces the path rule of docs/worklist.md; the rule itself lives in datadir.CheckPath.
+func CheckPath(p string) error { return datadir.CheckPath(p) }
 
 // Line is one parsed line: exactly one of Item and Trailer is set, or neither for a comment or empty line.
 type Line struct {
