@@ -38,9 +38,12 @@ func expectFailure(t *testing.T, r result, within time.Duration, prog string, wa
 func TestBadDSNFailsFast(t *testing.T) {
 	port, _ := pgtest.FreePort()
 	cases := map[string]string{
-		"unparseable": "host=127.0.0.1 port=notaport",
-		"unreachable": "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres",
-		"bad URI":     "postgres://[::1",
+		"unparseable":                 "host=127.0.0.1 port=notaport",
+		"unreachable":                 "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres",
+		"bad URI":                     "postgres://[::1",
+		"unparseable with a password": "host=127.0.0.1 port=notaport password=Parse-Secret-7",
+		"bad URI with a password":     "postgres://u:Parse-Secret-7@127.0.0.1:badport/db",
+		"unreachable with a password": "host=127.0.0.1 port=" + strconv.Itoa(port) + " user=postgres password=Parse-Secret-7",
 	}
 	for name, dsn := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -66,6 +69,9 @@ func TestBadDSNFailsFast(t *testing.T) {
 					t.Fatalf("%s succeeded", prog)
 				}
 				expectFailure(t, r, 15*time.Second, prog)
+				if strings.Contains(r.stderr, "Parse-Secret-7") {
+					t.Errorf("%s printed the password:\n%s", prog, r.stderr)
+				}
 			}
 		})
 	}
