@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
-	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/datadir"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/worklist"
@@ -55,9 +54,10 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
 	}
 	defer conn.Close()
-	info, err := readControl(ctx, conn)
+	// pg_control's catalog version names the tablespace directories
+	_, info, err := conn.ReadControlFile(ctx)
 	if err != nil {
-		return err
+		return privilegeHint(err, "pg_read_binary_file(text, bigint, bigint, boolean)")
 	}
 	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Version/10000, info.CatalogVersion)}
 	if err := l.walk(""); err != nil {
@@ -77,27 +77,6 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	fmt.Fprintln(out, worklist.FormatTrailer(worklist.Trailer{Count: uint64(len(l.items)), BackupID: o.BackupID}))
 	return out.Flush()
-}
-
-// readControl reads pg_control for the catalog version that names tablespace directories, re-reading a
-// torn copy.
-func readControl(ctx context.Context, conn *server.Conn) (controlfile.Info, error) {
-	var last error
-	for i := 0; i < 20; i++ {
-		b, missing, err := conn.ReadFile(ctx, nil, controlfile.Path, 0, controlfile.FileSize)
-		if err != nil {
-			return controlfile.Info{}, privilegeHint(fmt.Errorf("read %s: %w", controlfile.Path, err), "pg_read_binary_file(text, bigint, bigint, boolean)")
-		}
-		if missing {
-			return controlfile.Info{}, fmt.Errorf("%s is missing on the server", controlfile.Path)
-		}
-		info, err := controlfile.Parse(b)
-		if err == nil {
-			return info, nil
-		}
-		last = err
-	}
-	return controlfile.Info{}, last
 }
 
 func privilegeHint(err error, function string) error {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -262,6 +263,28 @@ func (c *Conn) ReadFile(ctx context.Context, buf []byte, path string, offset, le
 		return buf, false, fmt.Errorf("pg_read_binary_file returned %d rows", rows)
 	}
 	return out, missing, nil
+}
+
+// ReadControlFile reads global/pg_control until its CRC is valid: the server may be rewriting it while it
+// is read (invariant 5). It returns the bytes and the fields pgbb uses; a server error keeps its SQLSTATE.
+func (c *Conn) ReadControlFile(ctx context.Context) ([]byte, controlfile.Info, error) {
+	var last error
+	for i := 0; i < 50; i++ {
+		b, missing, err := c.ReadFile(ctx, nil, controlfile.Path, 0, controlfile.FileSize)
+		if err != nil {
+			return nil, controlfile.Info{}, fmt.Errorf("read %s: %w", controlfile.Path, err)
+		}
+		if missing {
+			return nil, controlfile.Info{}, fmt.Errorf("%s is missing on the server", controlfile.Path)
+		}
+		info, err := controlfile.Parse(b)
+		if err == nil {
+			return b, info, nil
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, controlfile.Info{}, fmt.Errorf("pg_control never read with a valid CRC: %w", last)
 }
 
 // ErrorCode returns the SQLSTATE of a server error, or "".

@@ -148,7 +148,7 @@ func (s *session) begin() error {
 	if err != nil {
 		return err
 	}
-	info, err := s.readControl()
+	_, info, err := s.readControl()
 	if err != nil {
 		return err
 	}
@@ -228,36 +228,14 @@ func (l *lockedWriter) Flush() error {
 	return l.w.Flush()
 }
 
-// readControl reads pg_control until its CRC is valid: the server may be rewriting it (invariant 5).
-func (s *session) readControl() (controlfile.Info, error) {
-	b, err := s.readControlBytes()
-	if err != nil {
-		return controlfile.Info{}, err
+// readControl reads pg_control until its CRC is valid (server.ReadControlFile), with a hint when the role may
+// not read it.
+func (s *session) readControl() ([]byte, controlfile.Info, error) {
+	b, info, err := s.conn.ReadControlFile(s.ctx)
+	if server.ErrorCode(err) == "42501" {
+		err = cliapp.WithHint(err, "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
 	}
-	return controlfile.Parse(b)
-}
-
-func (s *session) readControlBytes() ([]byte, error) {
-	var last error
-	for i := 0; i < 50; i++ {
-		b, missing, err := s.conn.ReadFile(s.ctx, nil, controlfile.Path, 0, controlfile.FileSize)
-		if err != nil {
-			if server.ErrorCode(err) == "42501" {
-				return nil, cliapp.WithHint(err, "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
-			}
-			return nil, fmt.Errorf("read %s: %w", controlfile.Path, err)
-		}
-		if missing {
-			return nil, fmt.Errorf("%s is missing on the server", controlfile.Path)
-		}
-		if _, err := controlfile.Parse(b); err == nil {
-			return b, nil
-		} else {
-			last = err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil, fmt.Errorf("pg_control never read with a valid CRC: %w", last)
+	return b, info, err
 }
 
 func (s *session) childEnv() []string {
@@ -461,7 +439,7 @@ func (s *session) writeChunk(path string, off uint64, data []byte) error {
 // ends the stream.
 func (s *session) finish() error {
 	testhook.Pause("stop")
-	ctl, err := s.readControlBytes()
+	ctl, _, err := s.readControl()
 	if err != nil {
 		return err
 	}
