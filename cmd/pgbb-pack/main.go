@@ -26,6 +26,7 @@ func main() {
 			&cli.StringFlag{Name: "verify", Usage: "check the backup in DIR (plain or tar.xz) against its backup_manifest, WAL included, without extracting; write nothing"},
 			&cli.StringSliceFlag{Name: "tablespace-mapping", Aliases: []string{"T"}, Usage: "relocate the tablespace in OLDDIR to NEWDIR"},
 			&cli.BoolFlag{Name: "force", Usage: "empty a non-empty target directory first"},
+			&cli.BoolFlag{Name: "no-sync", Aliases: []string{"N"}, Usage: "do not fsync the output (as pg_basebackup --no-sync): faster, but a crash of this host can leave a backup that looks complete and is not"},
 			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz; needs xz chunks)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
@@ -63,6 +64,7 @@ func main() {
 				Force:    c.Bool("force"),
 				Mappings: maps,
 				NoClean:  c.Bool("no-clean"),
+				NoSync:   c.Bool("no-sync"),
 				Inputs:   c.Args().Slice(),
 				Log:      log,
 			}, os.Stdin)

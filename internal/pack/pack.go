@@ -45,6 +45,7 @@ type Options struct {
 	Force    bool              // empty a non-empty Dest first
 	Mappings map[string]string // tablespace location on the server -> directory here (-T OLD=NEW), plain only
 	NoClean  bool              // keep what was written when the run fails
+	NoSync   bool              // do not fsync (pg_basebackup --no-sync): faster, not safe against a crash of this host
 	Inputs   []string          // files, directories (their *.stream files, read when reached) or "-"
 	Log      *cliapp.Logger
 }
@@ -135,7 +136,8 @@ type walState struct {
 }
 
 type packer struct {
-	o         Options
+	o Options
+	disk
 	dest      string
 	createdD  bool
 	out       target
@@ -194,10 +196,11 @@ func Run(o Options, stdin io.Reader) (err error) {
 		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
 		xlogProds: map[uint64]bool{}}
 	if o.Format == Tar {
-		p.out = &tarTarget{dest: dest, log: o.Log}
+		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
 	} else {
-		p.out = &plainTarget{dest: dest, mappings: o.Mappings}
+		p.out = &plainTarget{dest: dest, mappings: o.Mappings, disk: disk{noSync: o.NoSync}}
 	}
+	p.disk = disk{noSync: o.NoSync}
 	if _, err := os.Stat(dest); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(dest, 0o700); err != nil {
 			return err
@@ -779,7 +782,7 @@ func (p *packer) commit() error {
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 	body := manifest.Build(manifest.Version(int(p.start.ServerVersion)), p.start.SystemID, entries,
 		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
-	if err := writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
+	if err := p.disk.writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
 		return err
 	}
 	p.o.Log.Info("backup complete: %d files, WAL %s to %s", len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
@@ -812,8 +815,30 @@ func (p *packer) reportBadPages() error {
 		Hint: "the source cluster has corrupt pages: check it (pg_amcheck, pg_checksums on a stopped copy); to take a backup anyway, pass --no-verify-checksums to pgbb-fetch"}
 }
 
+// disk makes files durable, or not with --no-sync.
+type disk struct{ noSync bool }
+
+func (d disk) syncFile(f *os.File) error {
+	if d.noSync {
+		return nil
+	}
+	return f.Sync()
+}
+
+func (d disk) syncDir(dir string) error {
+	if d.noSync {
+		return nil
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
 // writeWhole writes dir/name under a temporary name, syncs it, renames it into place and syncs dir.
-func writeWhole(dir, name string, data []byte, mode os.FileMode) error {
+func (d disk) writeWhole(dir, name string, data []byte, mode os.FileMode) error {
 	tmp := filepath.Join(dir, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
@@ -823,7 +848,7 @@ func writeWhole(dir, name string, data []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := d.syncFile(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -833,14 +858,5 @@ func writeWhole(dir, name string, data []byte, mode os.FileMode) error {
 	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return d.syncDir(dir)
 }

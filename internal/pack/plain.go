@@ -33,6 +33,7 @@ type plainTarget struct {
 	files     map[string]bool   // files written, relative to dest
 	tsTargets []string          // tablespace directories filled
 	buf       []byte
+	disk
 }
 
 func (t *plainTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error {
@@ -177,7 +178,7 @@ func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]mani
 	}
 	t.files[controlfile.Path] = true
 	// backup_label exactly as pg_backup_stop returned it (invariant 4)
-	if err := writeWhole(t.dest, "backup_label", end.BackupLabel, t.fileMode); err != nil {
+	if err := t.writeWhole(t.dest, "backup_label", end.BackupLabel, t.fileMode); err != nil {
 		return nil, err
 	}
 	t.files["backup_label"] = true
@@ -197,16 +198,16 @@ func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]mani
 		}
 	}
 	for d := range t.dirs {
-		if err := syncDir(filepath.Join(t.dest, d)); err != nil {
+		if err := t.syncDir(filepath.Join(t.dest, d)); err != nil {
 			return nil, err
 		}
 	}
 	for _, d := range t.tsTargets {
-		if err := syncDir(d); err != nil {
+		if err := t.syncDir(d); err != nil {
 			return nil, err
 		}
 	}
-	return entries, syncDir(t.dest)
+	return entries, t.syncDir(t.dest)
 }
 
 // syncAndSum reads a written file back for its CRC32C and size (the bytes actually stored, invariant 6) and
@@ -233,7 +234,7 @@ func (t *plainTarget) syncAndSum(path string) (manifest.File, error) {
 			return manifest.File{}, err
 		}
 	}
-	if err := f.Sync(); err != nil {
+	if err := t.syncFile(f); err != nil {
 		return manifest.File{}, fmt.Errorf("fsync %s: %w", path, err)
 	}
 	fi, err := f.Stat()

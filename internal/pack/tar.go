@@ -32,6 +32,7 @@ import (
 // inside DEST (.pgbb-spool), whose space is given back as soon as a member is written and which is removed
 // at the end.
 type tarTarget struct {
+	disk
 	dest     string
 	log      *cliapp.Logger
 	dirMode  os.FileMode
@@ -292,7 +293,7 @@ func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manife
 		if err := a.w.Flush(); err != nil {
 			return nil, err
 		}
-		if err := a.f.Sync(); err != nil {
+		if err := t.syncFile(a.f); err != nil {
 			return nil, err
 		}
 		if err := a.f.Close(); err != nil {
@@ -308,5 +309,5 @@ func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manife
 	os.Remove(t.spool.Name())
 	t.spool = nil
 	t.archives = nil
-	return t.entries, syncDir(t.dest)
+	return t.entries, t.syncDir(t.dest)
 }
