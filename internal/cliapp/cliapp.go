@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/urfave/cli/v2"
 )
@@ -173,8 +174,9 @@ func DSN(arg string, password func(string) string) string {
 
 // RefuseTerminal returns a usage error when f is a terminal: binary streams do not go to screens.
 func RefuseTerminal(f *os.File, what string) error {
-	fi, err := f.Stat()
-	if err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	// a terminal answers TCGETS; /dev/null, another character device, does not and is a fine sink
+	var t syscall.Termios
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t))); e == 0 {
 		return Usage("redirect it to a file or pipe it into pgbb-pack", "refusing to write %s to a terminal", what)
 	}
 	return nil
