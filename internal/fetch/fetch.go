@@ -27,8 +27,8 @@ import (
 	"github.com/pgbb/pgbb/internal/worklist"
 )
 
-// DefaultChunkSize is the bytes asked for per pg_read_binary_file call.
-const DefaultChunkSize = 4 << 20
+// DefaultChunkSize is the bytes asked for per pg_read_binary_file call, one chunk of the stream each.
+const DefaultChunkSize = 1 << 20
 
 // Options for Run.
 type Options struct {
@@ -125,28 +125,35 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		}
 	}
 	testhook.Pause("fetch")
-	f := &fetcher{ctx: ctx, conn: conn, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID,
+	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID,
 		verifyFrom: verifyFrom, log: o.Log}
-	if len(o.Items) > 0 {
-		for _, l := range items {
-			if err := f.do(l); err != nil {
-				return err
+	defer f.closeReread()
+	lines := make(chan lineOrErr, 4096)
+	go func() {
+		defer close(lines)
+		if len(o.Items) > 0 {
+			for _, l := range items {
+				lines <- lineOrErr{line: l}
 			}
+			return
 		}
-	} else {
 		rd := worklist.NewReader(stdin, "stdin")
 		for {
 			l, err := rd.Next()
 			if errors.Is(err, io.EOF) {
-				break
+				return
 			}
 			if err != nil {
-				return &cliapp.Error{Code: cliapp.ExitUsage, Err: err}
+				lines <- lineOrErr{err: &cliapp.Error{Code: cliapp.ExitUsage, Err: err}}
+				return
 			}
-			if err := f.do(l); err != nil {
-				return err
+			if l.Item != nil || l.Trailer != nil {
+				lines <- lineOrErr{line: l}
 			}
 		}
+	}()
+	if err := f.run(lines); err != nil {
+		return err
 	}
 	if f.badPages > 0 {
 		o.Log.Warn("%d pages failed checksum verification; pgbb-pack will keep the backup without backup_manifest and exit 3", f.badPages)
@@ -163,6 +170,8 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 type fetcher struct {
 	ctx      context.Context
 	conn     *server.Conn
+	dsn      string
+	reread   *server.Conn // a second connection for re-reading pages, opened when first needed
 	sw       *chunkstream.Writer
 	codec    byte
 	level    int
@@ -204,7 +213,13 @@ func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) 
 		if !pagecheck.NeedsCheck(page, f.verifyFrom) || pagecheck.Valid(page, uint32(blk)) {
 			continue
 		}
-		again, missing, err := f.conn.ReadFile(f.ctx, nil, path, off+int64(p), pagecheck.PageSize)
+		if f.reread == nil {
+			// the main connection is busy streaming the batch
+			if f.reread, err = server.Connect(f.ctx, f.dsn, "pgbb-fetch", false); err != nil {
+				return nil, fmt.Errorf("connect to re-read %s block %d: %w", path, blk, err)
+			}
+		}
+		again, missing, err := f.reread.ReadFile(f.ctx, nil, path, off+int64(p), pagecheck.PageSize)
 		if err != nil {
 			return nil, fmt.Errorf("re-read %s block %d: %w", path, blk, err)
 		}
@@ -223,7 +238,58 @@ func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) 
 	return bad, nil
 }
 
-func (f *fetcher) do(l worklist.Line) error {
+type lineOrErr struct {
+	line worklist.Line
+	err  error
+}
+
+// Batch limits: a batch is one statement (server.ReadRanges). Large enough that the round trip between
+// statements is small against the time to send a batch, small enough to keep the work list moving.
+const (
+	batchBytes  = 32 << 20
+	batchPieces = 4096
+)
+
+// run handles work-list lines as they come: directories, links and the trailer at once, file ranges in
+// batches of whatever lines are waiting (at least one), so a slow producer of lines is never waited for.
+func (f *fetcher) run(lines <-chan lineOrErr) error {
+	var batch []*worklist.Item
+	var bytes int64
+	for {
+		le, ok := <-lines
+		for ok {
+			if le.err != nil {
+				return le.err
+			}
+			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part) {
+				batch = append(batch, it)
+				bytes += it.Length
+			} else if err := f.other(le.line); err != nil {
+				return err
+			}
+			if bytes >= batchBytes || len(batch) >= batchPieces {
+				break
+			}
+			select {
+			case le, ok = <-lines:
+				continue
+			default:
+			}
+			break
+		}
+		if len(batch) > 0 {
+			if err := f.batch(batch); err != nil {
+				return err
+			}
+			batch, bytes = batch[:0], 0
+		}
+		if !ok {
+			return nil
+		}
+	}
+}
+
+func (f *fetcher) other(l worklist.Line) error {
 	if t := l.Trailer; t != nil {
 		if t.BackupID != f.backupID {
 			return fmt.Errorf("work list of backup %s, but this backup is %s", t.BackupID, f.backupID)
@@ -240,45 +306,76 @@ func (f *fetcher) do(l worklist.Line) error {
 		}
 		return f.sw.WriteLink(it.Seq, it.Path)
 	}
-	var stored int64
-	status := chunkstream.Stored
-	if it.Length == 0 {
-		// an empty file: a zero-length read tells whether it still exists
-		_, missing, err := f.conn.ReadFile(f.ctx, nil, it.Path, it.Offset, 0)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", it.Path, err)
+	return fmt.Errorf("item %d: unknown kind", it.Seq)
+}
+
+// itemCopy follows one item through the pieces of a batch.
+type itemCopy struct {
+	it     *worklist.Item
+	stored int64
+	status byte
+	ended  bool // vanished or shrank: later pieces are ignored
+}
+
+// batch copies items in one statement: each item is cut into pieces of f.chunk bytes (an empty file is one
+// empty piece, whose NULL or empty result tells whether it still exists), and each piece becomes one chunk.
+// A file that vanished or came back short ends its item there; WAL replay restores the rest (invariant 6).
+func (f *fetcher) batch(items []*worklist.Item) error {
+	var ranges []server.Range
+	var owner []*itemCopy
+	for _, it := range items {
+		ic := &itemCopy{it: it, status: chunkstream.Stored}
+		if it.Length == 0 {
+			ranges = append(ranges, server.Range{Path: it.Path, Offset: it.Offset})
+			owner = append(owner, ic)
 		}
-		if missing {
-			status = chunkstream.Vanished
+		for off := int64(0); off < it.Length; off += int64(f.chunk) {
+			ranges = append(ranges, server.Range{Path: it.Path, Offset: it.Offset + off, Length: min(int64(f.chunk), it.Length-off)})
+			owner = append(owner, ic)
 		}
 	}
-	for stored < it.Length {
-		n := min(int64(f.chunk), it.Length-stored)
-		data, missing, err := f.conn.ReadFile(f.ctx, f.buf[:0], it.Path, it.Offset+stored, n)
-		if err != nil {
-			if server.ErrorCode(err) == "42501" {
-				return cliapp.WithHint(fmt.Errorf("read %s: %w", it.Path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
+	err := f.conn.ReadRanges(f.ctx, ranges, func(i int, data []byte, missing bool) error {
+		ic, r := owner[i], ranges[i]
+		if !ic.ended {
+			if err := f.piece(ic, r, data, missing); err != nil {
+				return err
 			}
-			return fmt.Errorf("read %s at %d: %w", it.Path, it.Offset+stored, err)
 		}
-		f.buf = data
-		if missing {
-			if stored == 0 {
-				status = chunkstream.Vanished
-			}
-			break
+		if i+1 == len(ranges) || owner[i+1] != ic {
+			it := ic.it
+			return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: ic.status, Offset: uint64(it.Offset), Length: uint64(it.Length),
+				Final: it.Kind == worklist.File, Stored: uint64(ic.stored), Path: it.Path})
 		}
-		if len(data) == 0 {
-			break // the file shrank
+		return nil
+	})
+	if err != nil {
+		if server.ErrorCode(err) == "42501" {
+			return cliapp.WithHint(fmt.Errorf("read %s: %w", items[0].Path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
 		}
-		if int64(len(data)) > n {
-			return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), n)
+		return fmt.Errorf("read: %w", err)
+	}
+	return nil
+}
+
+// piece stores the bytes read for one piece of an item.
+func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool) error {
+	it := ic.it
+	if missing {
+		if ic.stored == 0 {
+			ic.status = chunkstream.Vanished
 		}
-		bad, err := f.verifyPages(it.Seq, it.Path, it.Offset+stored, data)
+		ic.ended = true
+		return nil
+	}
+	if int64(len(data)) > r.Length {
+		return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), r.Length)
+	}
+	if len(data) > 0 {
+		bad, err := f.verifyPages(it.Seq, it.Path, r.Offset, data)
 		if err != nil {
 			return err
 		}
-		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(it.Offset + stored), RawLen: uint32(len(data)),
+		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
 		if f.codec == chunkstream.CodecXZ {
 			if f.zbuf, err = compress.XZLevel(f.zbuf[:0], data, f.level); err != nil {
@@ -294,13 +391,18 @@ func (f *fetcher) do(l worklist.Line) error {
 				return err
 			}
 		}
-		stored += int64(len(data))
-		if int64(len(data)) < n {
-			break // the file shrank while being read
-		}
+		ic.stored += int64(len(data))
 	}
-	return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: status, Offset: uint64(it.Offset), Length: uint64(it.Length),
-		Final: it.Kind == worklist.File, Stored: uint64(stored), Path: it.Path})
+	if int64(len(data)) < r.Length {
+		ic.ended = true // the file shrank while being read
+	}
+	return nil
+}
+
+func (f *fetcher) closeReread() {
+	if f.reread != nil {
+		f.reread.Close()
+	}
 }
 
 // openOutput returns the writer and how to finish or abandon it. A file output is written under a temporary

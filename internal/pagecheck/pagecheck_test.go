@@ -37,3 +37,14 @@ func TestChecksumMatchesServerPages(t *testing.T) {
 		t.Fatal("a new page must be skipped")
 	}
 }
+
+func BenchmarkChecksum(b *testing.B) {
+	page := make([]byte, PageSize)
+	for i := range page {
+		page[i] = byte(i * 7)
+	}
+	b.SetBytes(PageSize)
+	for i := 0; i < b.N; i++ {
+		Checksum(page, uint32(i))
+	}
+}
