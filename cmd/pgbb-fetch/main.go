@@ -20,14 +20,16 @@ func main() {
 		ArgsUsage: "[WORK-LIST-LINE…]",
 		Description: "Reads work-list lines from stdin, or takes them as arguments (for xargs), and copies each item on\n" +
 			"one connection. The connection string comes from --dsn or PGBB_DSN (set by pgbb-xlog), else from\n" +
-			"PG* variables. Vanished and shrunk files are normal during a backup.",
+			"PG* variables. Vanished and shrunk files are normal during a backup. Under pgbb-xlog the stream goes to\n" +
+			"pgbb-xlog's socket (PGBB_SINK), so parallel jobs need no output grouping; -o - writes stdout instead.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dsn", Usage: "connection string (default: $PGBB_DSN, then PG* variables)"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
 			&cli.StringFlag{Name: "compress", Value: "none", Usage: "chunk compression: none or xz"},
 			&cli.IntFlag{Name: "compress-level", Value: compress.DefaultLevel, Usage: "xz level: 1 (fastest, default), 2 or 3 (1, 4 MiB dictionary)"},
 			&cli.IntFlag{Name: "chunk-size", Value: fetch.DefaultChunkSize, Usage: "bytes per read"},
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all) instead of stdout"},
+			&cli.StringFlag{Name: "sink", EnvVars: []string{"PGBB_SINK"}, Usage: "send the stream to pgbb-xlog's socket (set by pgbb-xlog) when no -o or -O is given"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all), or to stdout with -o -; the default is the sink, else stdout"},
 			&cli.StringFlag{Name: "output-dir", Aliases: []string{"O"}, Usage: "write the stream to a new uniquely named .stream file in DIR"},
 			&cli.BoolFlag{Name: "no-verify-checksums", Usage: "do not verify page checksums (verified by default when the cluster has them)"},
 		},
@@ -40,6 +42,7 @@ func main() {
 				ChunkSize:         c.Int("chunk-size"),
 				Output:            c.String("output"),
 				OutputDir:         c.String("output-dir"),
+				Sink:              c.String("sink"),
 				Items:             c.Args().Slice(),
 				NoVerifyChecksums: c.Bool("no-verify-checksums"),
 				Log:               log,

@@ -27,6 +27,7 @@ func main() {
 			&cli.StringSliceFlag{Name: "tablespace-mapping", Aliases: []string{"T"}, Usage: "relocate the tablespace in OLDDIR to NEWDIR"},
 			&cli.BoolFlag{Name: "force", Usage: "empty a non-empty target directory first"},
 			&cli.BoolFlag{Name: "no-sync", Aliases: []string{"N"}, Usage: "do not fsync the output (as pg_basebackup --no-sync): faster, but a crash of this host can leave a backup that looks complete and is not"},
+			&cli.StringFlag{Name: "sink", Usage: "also take fetch streams on a new Unix socket at PATH (give pgbb-xlog the same path in PGBB_SINK)"},
 			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz; needs xz chunks)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
@@ -65,6 +66,7 @@ func main() {
 				Mappings: maps,
 				NoClean:  c.Bool("no-clean"),
 				NoSync:   c.Bool("no-sync"),
+				Sink:     c.String("sink"),
 				Inputs:   c.Args().Slice(),
 				Log:      log,
 			}, os.Stdin)

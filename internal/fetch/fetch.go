@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -39,6 +42,7 @@ type Options struct {
 	ChunkSize int      // bytes per read, at most chunkstream.MaxChunk
 	Output    string   // "" or "-" for stdout, else a file written whole (temp name, fsync, rename)
 	OutputDir string   // write to a new uniquely named *.stream file in this directory
+	Sink      string   // pgbb-xlog's socket (PGBB_SINK): the stream goes there when no output is given
 	Items     []string // work-list lines given as arguments; stdin is read when empty
 	// NoVerifyChecksums turns off page checksum verification (on by default when the cluster has data
 	// checksums).
@@ -415,6 +419,21 @@ func openOutput(o Options, stdout *os.File) (io.Writer, func() error, func(), er
 			return nil, nil, nil, err
 		}
 		target = filepath.Join(o.OutputDir, fmt.Sprintf("fetch-%d-%s.stream", os.Getpid(), hex.EncodeToString(r[:])))
+	}
+	if target == "" && o.Sink != "" {
+		// pgbb-pack --sink starts with pgbb-xlog, which starts this job only after a backup has begun, so
+		// the socket is there; still, give a slow pgbb-pack a moment
+		c, err := net.Dial("unix", o.Sink)
+		for wait := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(wait) &&
+			(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)); {
+			time.Sleep(50 * time.Millisecond)
+			c, err = net.Dial("unix", o.Sink)
+		}
+		if err != nil {
+			return nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to pgbb-xlog: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
+		}
+		// an unfinished stream (abort) lacks its end record, and pgbb-xlog fails the backup
+		return c, c.Close, func() { c.Close() }, nil
 	}
 	if target == "" || target == "-" {
 		if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
@@ -47,6 +48,7 @@ type Options struct {
 	NoClean  bool              // keep what was written when the run fails
 	NoSync   bool              // do not fsync (pg_basebackup --no-sync): faster, not safe against a crash of this host
 	Inputs   []string          // files, directories (their *.stream files, read when reached) or "-"
+	Sink     string            // a Unix socket to create and take fetch streams on while the inputs are read
 	Log      *cliapp.Logger
 }
 
@@ -136,7 +138,9 @@ type walState struct {
 }
 
 type packer struct {
-	o Options
+	mu      sync.Mutex    // the ledger and the target take one record at a time
+	started chan struct{} // closed once the backup start record is in
+	o       Options
 	disk
 	dest      string
 	createdD  bool
@@ -194,7 +198,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	syscall.Umask(0)
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
-		xlogProds: map[uint64]bool{}}
+		xlogProds: map[uint64]bool{}, started: make(chan struct{})}
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
 	} else {
@@ -221,9 +225,26 @@ func Run(o Options, stdin io.Reader) (err error) {
 			}
 		}
 	}()
-	for _, in := range o.Inputs {
-		if err := p.readInput(in, stdin); err != nil {
+	if o.Sink != "" {
+		k, err := listenSink(p, o.Sink)
+		if err != nil {
 			return err
+		}
+		defer os.Remove(o.Sink)
+		defer k.stop() // runs before the clean-up above: no stream still writes
+		for _, in := range o.Inputs {
+			if err := p.readInput(in, stdin); err != nil {
+				return err
+			}
+		}
+		if err := k.finish(); err != nil {
+			return err
+		}
+	} else {
+		for _, in := range o.Inputs {
+			if err := p.readInput(in, stdin); err != nil {
+				return err
+			}
 		}
 	}
 	return p.commit()
@@ -244,7 +265,7 @@ func emptyDir(dir string) error {
 
 func (p *packer) readInput(in string, stdin io.Reader) error {
 	if in == "-" {
-		return p.readStream(stdin, "stdin")
+		return p.readStream(stdin, "stdin", false)
 	}
 	fi, err := os.Stat(in)
 	if err != nil {
@@ -256,7 +277,7 @@ func (p *packer) readInput(in string, stdin io.Reader) error {
 			return err
 		}
 		defer f.Close()
-		return p.readStream(f, in)
+		return p.readStream(f, in, false)
 	}
 	ents, err := os.ReadDir(in)
 	if err != nil {
@@ -276,7 +297,10 @@ func (p *packer) readInput(in string, stdin io.Reader) error {
 	return nil
 }
 
-func (p *packer) readStream(r io.Reader, name string) error {
+// readStream reads one input into the ledger. Records are checked (framing, CRC, numbering) outside the
+// ledger's lock, so the streams of a sink are decoded in parallel. A stream from the sink may hold only
+// fetch records.
+func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
 	rd := chunkstream.NewReader(r, name)
 	for {
 		rec, err := rd.Next()
@@ -286,7 +310,17 @@ func (p *packer) readStream(r io.Reader, name string) error {
 		if err != nil {
 			return err
 		}
-		if err := p.record(rec); err != nil {
+		p.mu.Lock()
+		if fromSink && rec.Type == chunkstream.TypeBegin {
+			if producer, _, err := rec.Begin(); err == nil && producer == "pgbb-xlog" {
+				err = errors.New("pgbb-xlog's stream on the sink: it belongs on pgbb-pack's input")
+				p.mu.Unlock()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		err = p.record(rec)
+		p.mu.Unlock()
+		if err != nil {
 			return fmt.Errorf("%s: record %d of producer %016x: %w", name, rec.Num, rec.Producer, err)
 		}
 	}
@@ -441,7 +475,11 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		}
 	}
 	p.start = &s
-	return p.out.begin(&s, dirMode, fileMode)
+	if err := p.out.begin(&s, dirMode, fileMode); err != nil {
+		return err
+	}
+	close(p.started)
+	return nil
 }
 
 var walPath = regexp.MustCompile(`^pg_wal/([0-9A-F]{24}|[0-9A-F]{8}\.history)$`)

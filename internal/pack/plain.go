@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,13 +33,30 @@ type plainTarget struct {
 	links     map[string]string // pg_tblspc/<oid> -> target directory
 	files     map[string]bool   // files written, relative to dest
 	tsTargets []string          // tablespace directories filled
-	buf       []byte
 	disk
+	open  map[string]*os.File // files being written, kept open between chunks
+	parts map[string][]part   // the chunks stored in each file, for its checksum
+	sums  map[string]fileSum  // each complete file's size and CRC32C
 }
+
+// part is one stored chunk of a file.
+type part struct {
+	off, n int64
+	crc    uint32
+}
+
+type fileSum struct {
+	size int64
+	crc  uint32
+}
+
+// maxOpen bounds the files kept open between chunks; a file beyond it is reopened per chunk.
+const maxOpen = 128
 
 func (t *plainTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error {
 	t.dirMode, t.fileMode = dirMode, fileMode
 	t.dirs, t.links, t.files = map[string]bool{}, map[string]string{}, map[string]bool{}
+	t.open, t.parts, t.sums = map[string]*os.File{}, map[string][]part{}, map[string]fileSum{}
 	if err := os.Chmod(t.dest, dirMode); err != nil {
 		return err
 	}
@@ -71,6 +89,10 @@ func (t *plainTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.Fil
 }
 
 func (t *plainTarget) clean() {
+	for p, f := range t.open {
+		f.Close()
+		delete(t.open, p)
+	}
 	for _, d := range t.tsTargets {
 		emptyDir(d)
 	}
@@ -115,29 +137,89 @@ func (t *plainTarget) chunk(c *chunkstream.Chunk) error {
 		return err
 	}
 	t.files[c.Path] = true
+	// rawData checked c.RawCRC against the bytes written
+	t.parts[c.Path] = append(t.parts[c.Path], part{off: int64(c.Offset), n: int64(len(raw)), crc: c.RawCRC})
 	return nil
 }
 
 // writeAt writes into a regular file inside dest without following a final symlink.
 func (t *plainTarget) writeAt(path string, off int64, data []byte) error {
-	f, err := os.OpenFile(filepath.Join(t.dest, path), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, t.fileMode)
+	f, err := t.file(path)
 	if err != nil {
 		return err
 	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return fmt.Errorf("%s is not a regular file", path)
-	}
 	if _, err := f.WriteAt(data, off); err != nil {
-		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return f.Close()
+	return nil
+}
+
+// file opens path for writing, or returns it still open from an earlier chunk.
+func (t *plainTarget) file(path string) (*os.File, error) {
+	if f := t.open[path]; f != nil {
+		return f, nil
+	}
+	f, err := os.OpenFile(filepath.Join(t.dest, path), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, t.fileMode)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if len(t.open) >= maxOpen {
+		for p, g := range t.open {
+			if err := g.Close(); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("close %s: %w", p, err)
+			}
+			delete(t.open, p)
+			break
+		}
+	}
+	t.open[path] = f
+	return f, nil
+}
+
+// closeFile closes path if it is open.
+func (t *plainTarget) closeFile(path string) error {
+	f := t.open[path]
+	if f == nil {
+		return nil
+	}
+	delete(t.open, path)
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	return nil
+}
+
+// sumOf is the CRC32C of a file's first size bytes from the checksums of its chunks, which fetch computed
+// and pgbb-pack checked against the bytes; ok is false when the chunks do not tile the file exactly.
+func sumOf(parts []part, size int64) (crc uint32, ok bool) {
+	sort.Slice(parts, func(i, j int) bool { return parts[i].off < parts[j].off })
+	var at int64
+	for _, p := range parts {
+		if p.off >= size {
+			break
+		}
+		if p.off != at || p.off+p.n > size {
+			return 0, false
+		}
+		crc = crc32c.Combine(crc, p.crc, p.n)
+		at += p.n
+	}
+	return crc, at == size
 }
 
 func (t *plainTarget) fileDone(path string, size int64, present bool) error {
 	full := filepath.Join(t.dest, path)
+	parts := t.parts[path]
+	delete(t.parts, path)
 	if !present {
+		if err := t.closeFile(path); err != nil {
+			return err
+		}
 		if t.files[path] {
 			delete(t.files, path)
 			return os.Remove(full)
@@ -150,19 +232,24 @@ func (t *plainTarget) fileDone(path string, size int64, present bool) error {
 		}
 	}
 	// create an empty file, or cut one whose later ranges outlived a short one
-	f, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, t.fileMode)
+	f, err := t.file(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
+	if fi, err := f.Stat(); err != nil {
+		return err
 	} else if fi.Size() != size {
 		if err := f.Truncate(size); err != nil {
 			return err
 		}
 	}
+	if err := t.closeFile(path); err != nil {
+		return err
+	}
 	t.files[path] = true
+	if crc, ok := sumOf(parts, size); ok {
+		t.sums[path] = fileSum{size: size, crc: crc}
+	}
 	return nil
 }
 
@@ -176,25 +263,53 @@ func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]mani
 	if err := t.writeAt(controlfile.Path, 0, control); err != nil {
 		return nil, err
 	}
+	if err := t.closeFile(controlfile.Path); err != nil {
+		return nil, err
+	}
 	t.files[controlfile.Path] = true
+	t.sums[controlfile.Path] = fileSum{size: int64(len(control)), crc: crc32c.Checksum(control)}
 	// backup_label exactly as pg_backup_stop returned it (invariant 4)
 	if err := t.writeWhole(t.dest, "backup_label", end.BackupLabel, t.fileMode); err != nil {
 		return nil, err
 	}
 	t.files["backup_label"] = true
+	t.sums["backup_label"] = fileSum{size: int64(len(end.BackupLabel)), crc: crc32c.Checksum(end.BackupLabel)}
+	for p := range t.open {
+		if err := t.closeFile(p); err != nil {
+			return nil, err
+		}
+	}
 	paths := make([]string, 0, len(t.files))
 	for f := range t.files {
 		paths = append(paths, f)
 	}
 	sort.Strings(paths)
+	// fsync from several goroutines: the device takes many requests at once
+	done := make([]manifest.File, len(paths))
+	errs := make([]error, len(paths))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < syncWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				done[i], errs[i] = t.syncAndSum(paths[i])
+			}
+		}()
+	}
+	for i := range paths {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	var entries []manifest.File
-	for _, f := range paths {
-		mf, err := t.syncAndSum(f)
-		if err != nil {
-			return nil, err
+	for i, f := range paths {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
 		if !strings.HasPrefix(f, "pg_wal/") {
-			entries = append(entries, mf)
+			entries = append(entries, done[i])
 		}
 	}
 	for d := range t.dirs {
@@ -210,28 +325,31 @@ func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]mani
 	return entries, t.syncDir(t.dest)
 }
 
-// syncAndSum reads a written file back for its CRC32C and size (the bytes actually stored, invariant 6) and
-// fsyncs it.
+// syncWorkers is how many files are fsynced at once.
+const syncWorkers = 8
+
+// syncAndSum fsyncs a written file and returns its manifest entry: the size and CRC32C from its chunks'
+// checksums (the bytes actually stored, invariant 6) or, when those do not tile the file, from reading it
+// back. It is called from several goroutines at once and only reads the target's maps.
 func (t *plainTarget) syncAndSum(path string) (manifest.File, error) {
 	f, err := os.OpenFile(filepath.Join(t.dest, path), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return manifest.File{}, err
 	}
 	defer f.Close()
-	if t.buf == nil {
-		t.buf = make([]byte, 1<<20)
-	}
-	var crc uint32
-	var size int64
-	for {
-		n, err := f.Read(t.buf)
-		crc = crc32c.Update(crc, t.buf[:n])
-		size += int64(n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return manifest.File{}, err
+	sum, ok := t.sums[path]
+	if !ok {
+		buf := make([]byte, 1<<20)
+		for {
+			n, err := f.Read(buf)
+			sum.crc = crc32c.Update(sum.crc, buf[:n])
+			sum.size += int64(n)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return manifest.File{}, err
+			}
 		}
 	}
 	if err := t.syncFile(f); err != nil {
@@ -241,5 +359,8 @@ func (t *plainTarget) syncAndSum(path string) (manifest.File, error) {
 	if err != nil {
 		return manifest.File{}, err
 	}
-	return manifest.File{Path: path, Size: size, Modified: fi.ModTime().Truncate(time.Second), CRC32C: crc}, nil
+	if fi.Size() != sum.size {
+		return manifest.File{}, fmt.Errorf("%s: %d bytes on disk, %d stored", path, fi.Size(), sum.size)
+	}
+	return manifest.File{Path: path, Size: sum.size, Modified: fi.ModTime().Truncate(time.Second), CRC32C: sum.crc}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"github.com/pgbb/pgbb/internal/crc32c"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -238,9 +239,12 @@ func (s *session) readControl() ([]byte, controlfile.Info, error) {
 	return b, info, err
 }
 
-func (s *session) childEnv() []string {
+func (s *session) childEnv(sinkPath string) []string {
 	env := os.Environ()
 	env = append(env, EnvBackupID+"="+s.start.BackupID)
+	if os.Getenv(EnvSink) == "" {
+		env = append(env, EnvSink+"="+sinkPath)
+	}
 	if s.o.DSN != "" {
 		env = append(env, EnvDSN+"="+s.o.DSN)
 	}
@@ -250,8 +254,19 @@ func (s *session) childEnv() []string {
 // runChild runs the base copy, forwarding its records, and copies WAL until it has exited and its output
 // has ended.
 func (s *session) runChild() error {
+	// With PGBB_SINK already set, pgbb-pack --sink listens there and the jobs' streams bypass this process;
+	// else this process takes them and forwards them.
+	k := &sink{path: os.Getenv(EnvSink)}
+	if k.path == "" {
+		var err error
+		if k, err = listenSink(); err != nil {
+			return fmt.Errorf("listen for the base copy's streams: %w", err)
+		}
+		defer k.close()
+		k.serve(func(c net.Conn) error { return s.forward(c, "stream from "+EnvSink) })
+	}
 	cmd := exec.Command(s.o.Child[0], s.o.Child[1:]...)
-	cmd.Env = s.childEnv()
+	cmd.Env = s.childEnv(k.path)
 	cmd.Stdin = os.Stdin
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -270,7 +285,7 @@ func (s *session) runChild() error {
 		}
 	}
 	fwdDone := make(chan error, 1)
-	go func() { fwdDone <- s.forward(pipe) }()
+	go func() { fwdDone <- s.forward(pipe, "child output") }()
 	waitDone := make(chan error, 1)
 	var fwdErr, waitErr error
 	fwdOpen, childRunning := true, true
@@ -287,6 +302,9 @@ func (s *session) runChild() error {
 			}
 		case waitErr = <-waitDone:
 			childRunning = false
+		case err := <-k.errs:
+			kill()
+			return err
 		case <-tick.C:
 			if err := s.copyCompletedWAL(); err != nil {
 				kill()
@@ -309,17 +327,20 @@ func (s *session) runChild() error {
 	if waitErr != nil {
 		return fmt.Errorf("base copy %q failed: %w", strings.Join(s.o.Child, " "), waitErr)
 	}
+	if err := k.drain(); err != nil {
+		return err
+	}
 	return nil
 }
 
 // forward copies the child's records whole into the output. An empty output is allowed (the child may
 // write its streams to files, as with xargs).
-func (s *session) forward(r io.Reader) error {
+func (s *session) forward(r io.Reader, name string) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	if _, err := br.Peek(1); err == io.EOF {
 		return nil
 	}
-	rd := chunkstream.NewReader(br, "child output")
+	rd := chunkstream.NewReader(br, name)
 	for {
 		rec, err := rd.Next()
 		if err == io.EOF {
@@ -330,7 +351,7 @@ func (s *session) forward(r io.Reader) error {
 			return err
 		}
 		if rec.Type == chunkstream.TypeBackupStart || rec.Type == chunkstream.TypeBackupEnd {
-			return errors.New("child output holds a backup start or end record")
+			return fmt.Errorf("%s holds a backup start or end record", name)
 		}
 		if err := s.sw.WriteRaw(rec.Raw); err != nil {
 			return err
