@@ -15,9 +15,15 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 
 # start_cluster SCALE: initdb with data checksums, start on a socket in $work, pgbench -i -s SCALE.
+# With bench_netns set, the server runs in that network namespace and also listens on its 127.0.0.1.
 start_cluster() {
 	as_server initdb -D "$work/src" -k -U postgres -A trust --no-sync >/dev/null
-	as_server pg_ctl -D "$work/src" -l "$work/src.log" -w -o "-p 5432 -k $work -c listen_addresses='' -c max_wal_size=1GB" start >/dev/null
+	local opts="-p 5432 -k $work -c max_wal_size=1GB ${PGBB_BENCH_PGOPTS:-}"
+	if [ -n "${bench_netns:-}" ]; then
+		ip netns exec "$bench_netns" runuser -u postgres -- pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses=127.0.0.1" start >/dev/null
+	else
+		as_server pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses=''" start >/dev/null
+	fi
 	export PGHOST=$work PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
 	DSN="host=$work port=5432 user=postgres dbname=postgres"
 	pgbench -i -q -s "$1" >/dev/null 2>&1
@@ -35,3 +41,15 @@ seconds() {
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# make_wrappers: $wrap holds pgbb-xlog, pgbb-list, pgbb-fetch and pgbb-pack wrappers that append a line
+# "PROGRAM PEAK-RSS-KB USER-S SYS-S" per process to $PGBB_RSS_LOG; run the script with PGBB_BINDIR=$wrap.
+# pgbb-xlog's figures include its children (the jobs) as wait4 reports them.
+make_wrappers() {
+	wrap=$work/wrap; mkdir -p "$wrap"
+	export PGBB_RSS_LOG=$work/rss.log; : >"$PGBB_RSS_LOG"
+	for b in pgbb-xlog pgbb-list pgbb-fetch pgbb-pack; do
+		printf '#!/bin/sh\nexec /usr/bin/time -a -o "$PGBB_RSS_LOG" -f "%s %%M %%U %%S" %s "$@"\n' "$b" "$here/bin/$b" >"$wrap/$b"
+		chmod +x "$wrap/$b"
+	done
+}

@@ -106,6 +106,15 @@ func (b *body) blob(p []byte) {
 }
 
 func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
+	return sw.writeRecord(typ, b, nil, 0, false, tail...)
+}
+
+// writeRecord writes one record. With dataCRC known, data is the record's last bytes and its CRC-32C is
+// dataCRC: the record's checksum is then combined from it rather than computed over data again.
+func (sw *Writer) writeRecord(typ byte, b body, data []byte, dataCRC uint32, known bool, tail ...[]byte) error {
+	if data != nil {
+		tail = append(tail, data)
+	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.err != nil {
@@ -138,7 +147,11 @@ func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
 	for _, t := range tail {
 		p += copy(buf[p:], t)
 	}
-	binary.BigEndian.PutUint32(buf[p:], crc32c.Checksum(buf[:p]))
+	if known {
+		binary.BigEndian.PutUint32(buf[p:], crc32c.Combine(crc32c.Checksum(buf[:p-len(data)]), dataCRC, int64(len(data))))
+	} else {
+		binary.BigEndian.PutUint32(buf[p:], crc32c.Checksum(buf[:p]))
+	}
 	if _, err := sw.w.Write(buf); err != nil {
 		sw.err = err
 		return err
@@ -247,6 +260,10 @@ func (sw *Writer) WriteChunk(c Chunk) error {
 	b.u32(c.RawCRC)
 	b.u8(c.Codec)
 	b.str(c.Path)
+	if c.Codec == CodecNone {
+		// c.RawCRC is the data's checksum: a wrong one makes the record's wrong, and readers refuse it
+		return sw.writeRecord(TypeChunk, b, c.Data, c.RawCRC, true)
+	}
 	return sw.write(TypeChunk, b, c.Data)
 }
 
@@ -561,7 +578,21 @@ func (r *Record) ItemPath() (item uint64, path string, err error) {
 	return item, path, d.done()
 }
 
-// Chunk decodes a C record; Data aliases the record buffer.
+// dataCRC returns the CRC-32C of the last n bytes of the body. For a record a Reader returned, whose
+// checksum it verified, that follows from the record's checksum and the CRC of the bytes before them,
+// without reading the n bytes again; otherwise they are read.
+func (r *Record) dataCRC(n int) uint32 {
+	body := len(r.Body)
+	if n > body || len(r.Raw) != headerSize+body+4 {
+		return crc32c.Checksum(r.Body[body-min(n, body):])
+	}
+	total := len(r.Raw) - 4
+	whole := binary.BigEndian.Uint32(r.Raw[total:])
+	return whole ^ crc32c.Combine(crc32c.Checksum(r.Raw[:total-n]), 0, int64(n))
+}
+
+// Chunk decodes a C record; Data aliases the record buffer. For an uncompressed chunk, RawCRC is checked
+// against the data.
 func (r *Record) Chunk() (Chunk, error) {
 	d := decoder{b: r.Body}
 	c := Chunk{Item: d.u64(), Offset: d.u64(), RawLen: d.u32(), RawCRC: d.u32(), Codec: d.u8(), Path: d.str()}
@@ -577,6 +608,9 @@ func (r *Record) Chunk() (Chunk, error) {
 	case CodecNone:
 		if uint32(len(c.Data)) != c.RawLen {
 			return c, fmt.Errorf("chunk holds %d bytes, header says %d", len(c.Data), c.RawLen)
+		}
+		if r.dataCRC(len(c.Data)) != c.RawCRC {
+			return c, fmt.Errorf("chunk at offset %d of %s: data checksum mismatch", c.Offset, c.Path)
 		}
 	case CodecXZ:
 	default:

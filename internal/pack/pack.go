@@ -140,6 +140,7 @@ type walState struct {
 type packer struct {
 	mu      sync.Mutex    // the ledger and the target take one record at a time
 	started chan struct{} // closed once the backup start record is in
+	stopped bool          // the run has failed: streams still being read are refused
 	o       Options
 	disk
 	dest      string
@@ -225,27 +226,48 @@ func Run(o Options, stdin io.Reader) (err error) {
 			}
 		}
 	}()
-	if o.Sink != "" {
-		k, err := listenSink(p, o.Sink)
-		if err != nil {
-			return err
-		}
-		defer os.Remove(o.Sink)
-		defer k.stop() // runs before the clean-up above: no stream still writes
+	readInputs := func() error {
 		for _, in := range o.Inputs {
 			if err := p.readInput(in, stdin); err != nil {
 				return err
 			}
 		}
-		if err := k.finish(); err != nil {
+		return nil
+	}
+	if o.Sink == "" {
+		if err := readInputs(); err != nil {
 			return err
 		}
-	} else {
-		for _, in := range o.Inputs {
-			if err := p.readInput(in, stdin); err != nil {
-				return err
-			}
-		}
+		return p.commit()
+	}
+	k, err := listenSink(p, o.Sink)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(o.Sink)
+	defer func() {
+		// runs before the clean-up above: no stream may still write
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+		k.stop()
+	}()
+	// A failing stream on the sink (a full disk, say) is the cause of what follows: its job dies, the base
+	// copy fails and pgbb-xlog's stream is cut. Report it, without waiting for the inputs to end.
+	inputs := make(chan error, 1)
+	go func() { inputs <- readInputs() }()
+	select {
+	case err = <-inputs:
+	case <-k.quit:
+	}
+	if kerr := k.error(); kerr != nil {
+		return kerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := k.finish(); err != nil {
+		return err
 	}
 	return p.commit()
 }
@@ -311,6 +333,10 @@ func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
 			return err
 		}
 		p.mu.Lock()
+		if p.stopped {
+			p.mu.Unlock()
+			return errors.New("stopped")
+		}
 		if fromSink && rec.Type == chunkstream.TypeBegin {
 			if producer, _, err := rec.Begin(); err == nil && producer == "pgbb-xlog" {
 				err = errors.New("pgbb-xlog's stream on the sink: it belongs on pgbb-pack's input")
@@ -621,6 +647,9 @@ func (p *packer) xlogChunk(c *chunkstream.Chunk) error {
 // rawData returns a chunk's uncompressed bytes, checked against its CRC.
 func rawData(c *chunkstream.Chunk) ([]byte, error) {
 	raw := c.Data
+	if c.Codec == chunkstream.CodecNone {
+		return raw, nil // Record.Chunk checked RawCRC
+	}
 	if c.Codec == chunkstream.CodecXZ {
 		var err error
 		if raw, err = compress.UnXZ(c.Data, int(c.RawLen)); err != nil {

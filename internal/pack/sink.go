@@ -110,8 +110,20 @@ func (k *sink) finish() error {
 	return k.err
 }
 
+// error returns the first error of a stream, if any.
+func (k *sink) error() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.err == errStopped {
+		return nil
+	}
+	return k.err
+}
+
+var errStopped = errors.New("stopped")
+
 // stop ends the sink after an error elsewhere and waits for its streams to let go of the ledger.
 func (k *sink) stop() {
-	k.fail(errors.New("stopped"))
+	k.fail(errStopped)
 	k.wg.Wait()
 }

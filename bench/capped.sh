@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# capped.sh [SCALE] [RUNS] [JOBS...]: scenario 2, a per-flow-capped link. The server and every client run
+# inside a network namespace made for the run, whose loopback has one HTB class per TCP flow bucket (the low
+# 8 bits of the client port: server-to-client packets are classified by destination port) capped at
+# ${PGBB_BENCH_RATE:-100mbit}; traffic to the server is not capped. Native pg_basebackup -Fp -Xstream is one
+# data flow; pgbb -j N has N. Default scale 10, 3 runs, pgbb -j 1 2 4 8. Needs root (ip netns, tc).
+source "$(dirname "$0")/lib.sh"
+scale=${1:-10} runs=${2:-3}
+shift $(( $# > 2 ? 2 : $# ))
+jobs=("$@"); [ ${#jobs[@]} -gt 0 ] || jobs=(1 2 4 8)
+rate=${PGBB_BENCH_RATE:-100mbit}
+[ "$(id -u)" -eq 0 ] || { echo "capped.sh: needs root for ip netns and tc" >&2; exit 2; }
+ns=pgbb-bench-$$
+ip netns add "$ns"
+trap 'bench_cleanup; ip netns delete "$ns" 2>/dev/null || true' EXIT
+inns() { ip netns exec "$ns" "$@"; }
+inns ip link set lo up
+# HTB on lo: class 1:1 uncapped (default), 1:100+b capped for bucket b. lo's MTU is 64 KiB; bursts of a few
+# packets keep HTB accurate at this rate.
+inns tc qdisc add dev lo root handle 1: htb default 1 r2q 100
+inns tc class add dev lo parent 1: classid 1:1 htb rate 40gbit quantum 200000
+for b in $(seq 0 255); do
+	inns tc class add dev lo parent 1: classid 1:$(printf '%x' $((0x100 + b))) htb rate "$rate" ceil "$rate" burst 256k cburst 256k quantum 65536
+	inns tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip sport 5432 0xffff match ip dport "$b" 0x00ff flowid 1:$(printf '%x' $((0x100 + b)))
+done
+bench_netns=$ns
+start_cluster "$scale"
+tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+out=$work/out
+native() { rm -rf "$out"; inns pg_basebackup -d "$tcp" -D "$out" -Fp -Xstream -c fast; }
+pgbb() { rm -rf "$out"; PGBB_DSN=$tcp inns "$here/scripts/pgbb-basebackup" -j "$1" "" "$out"; }
+: >"$work/native"; for j in "${jobs[@]}"; do : >"$work/j$j"; done
+for i in $(seq "$runs"); do
+	seconds native >>"$work/native"
+	line="run $i: native $(tail -1 "$work/native") s"
+	for j in "${jobs[@]}"; do
+		seconds pgbb "$j" >>"$work/j$j"
+		line+=", -j $j $(tail -1 "$work/j$j") s"
+	done
+	echo "$line" >&2
+done
+n=$(median <"$work/native")
+printf '\n%-50s %8s %8s\n' "capped link ($rate per flow), scale $scale, median of $runs" seconds speed-up
+printf '%-50s %8.2f\n' "pg_basebackup -Fp -Xstream -c fast" "$n"
+for j in "${jobs[@]}"; do
+	p=$(median <"$work/j$j")
+	printf '%-50s %8.2f %7.2fx\n' "pgbb -j $j" "$p" "$(echo "$n/$p" | bc -l)"
+done
+echo "goal: pgbb -j 8 at least 5x faster than native" >&2
