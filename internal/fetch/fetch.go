@@ -10,15 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/sink"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -421,16 +419,9 @@ func openOutput(o Options, stdout *os.File) (io.Writer, func() error, func(), er
 		target = filepath.Join(o.OutputDir, fmt.Sprintf("fetch-%d-%s.stream", os.Getpid(), hex.EncodeToString(r[:])))
 	}
 	if target == "" && o.Sink != "" {
-		// pgbb-pack --sink starts with pgbb-xlog, which starts this job only after a backup has begun, so
-		// the socket is there; still, give a slow pgbb-pack a moment
-		c, err := net.Dial("unix", o.Sink)
-		for wait := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(wait) &&
-			(errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)); {
-			time.Sleep(50 * time.Millisecond)
-			c, err = net.Dial("unix", o.Sink)
-		}
+		c, err := sink.Dial(o.Sink)
 		if err != nil {
-			return nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to pgbb-xlog: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
+			return nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to the sink: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
 		}
 		// an unfinished stream (abort) lacks its end record, and pgbb-xlog fails the backup
 		return c, c.Close, func() { c.Close() }, nil

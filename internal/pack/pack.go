@@ -13,7 +13,9 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/sink"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -141,6 +143,7 @@ type packer struct {
 	mu      sync.Mutex    // the ledger and the target take one record at a time
 	started chan struct{} // closed once the backup start record is in
 	stopped bool          // the run has failed: streams still being read are refused
+	quit    chan struct{} // closed when the run ends
 	o       Options
 	disk
 	dest      string
@@ -199,7 +202,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	syscall.Umask(0)
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
-		xlogProds: map[uint64]bool{}, started: make(chan struct{})}
+		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{})}
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
 	} else {
@@ -240,7 +243,15 @@ func Run(o Options, stdin io.Reader) (err error) {
 		}
 		return p.commit()
 	}
-	k, err := listenSink(p, o.Sink)
+	k, err := sink.Listen(o.Sink, func(c net.Conn, n int) error {
+		// a job may connect before pgbb-xlog's backup start record has been read
+		select {
+		case <-p.started:
+		case <-p.quit:
+			return nil
+		}
+		return p.readStream(c, fmt.Sprintf("sink stream %d", n), true)
+	})
 	if err != nil {
 		return err
 	}
@@ -250,7 +261,8 @@ func Run(o Options, stdin io.Reader) (err error) {
 		p.mu.Lock()
 		p.stopped = true
 		p.mu.Unlock()
-		k.stop()
+		close(p.quit)
+		k.Stop()
 	}()
 	// A failing stream on the sink (a full disk, say) is the cause of what follows: its job dies, the base
 	// copy fails and pgbb-xlog's stream is cut. Report it, without waiting for the inputs to end.
@@ -258,15 +270,15 @@ func Run(o Options, stdin io.Reader) (err error) {
 	go func() { inputs <- readInputs() }()
 	select {
 	case err = <-inputs:
-	case <-k.quit:
+	case <-k.Failed():
 	}
-	if kerr := k.error(); kerr != nil {
+	if kerr := k.Err(); kerr != nil {
 		return kerr
 	}
 	if err != nil {
 		return err
 	}
-	if err := k.finish(); err != nil {
+	if err := k.Finish(); err != nil {
 		return err
 	}
 	return p.commit()

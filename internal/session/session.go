@@ -16,11 +16,13 @@ import (
 	"errors"
 	"fmt"
 	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/sink"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,8 +244,8 @@ func (s *session) readControl() ([]byte, controlfile.Info, error) {
 func (s *session) childEnv(sinkPath string) []string {
 	env := os.Environ()
 	env = append(env, EnvBackupID+"="+s.start.BackupID)
-	if os.Getenv(EnvSink) == "" {
-		env = append(env, EnvSink+"="+sinkPath)
+	if os.Getenv(sink.Env) == "" {
+		env = append(env, sink.Env+"="+sinkPath)
 	}
 	if s.o.DSN != "" {
 		env = append(env, EnvDSN+"="+s.o.DSN)
@@ -256,17 +258,24 @@ func (s *session) childEnv(sinkPath string) []string {
 func (s *session) runChild() error {
 	// With PGBB_SINK already set, pgbb-pack --sink listens there and the jobs' streams bypass this process;
 	// else this process takes them and forwards them.
-	k := &sink{path: os.Getenv(EnvSink)}
-	if k.path == "" {
-		var err error
-		if k, err = listenSink(); err != nil {
+	sinkPath := os.Getenv(sink.Env)
+	var k *sink.Sink
+	var sinkFailed <-chan struct{} // nil: never ready
+	if sinkPath == "" {
+		dir, err := os.MkdirTemp("", "pgbb-xlog-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		sinkPath = filepath.Join(dir, "sink")
+		if k, err = sink.Listen(sinkPath, func(c net.Conn, n int) error { return s.forward(c, fmt.Sprintf("sink stream %d", n)) }); err != nil {
 			return fmt.Errorf("listen for the base copy's streams: %w", err)
 		}
-		defer k.close()
-		k.serve(func(c net.Conn) error { return s.forward(c, "stream from "+EnvSink) })
+		defer k.Stop()
+		sinkFailed = k.Failed()
 	}
 	cmd := exec.Command(s.o.Child[0], s.o.Child[1:]...)
-	cmd.Env = s.childEnv(k.path)
+	cmd.Env = s.childEnv(sinkPath)
 	cmd.Stdin = os.Stdin
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -302,9 +311,9 @@ func (s *session) runChild() error {
 			}
 		case waitErr = <-waitDone:
 			childRunning = false
-		case err := <-k.errs:
+		case <-sinkFailed:
 			kill()
-			return err
+			return k.Err()
 		case <-tick.C:
 			if err := s.copyCompletedWAL(); err != nil {
 				kill()
@@ -327,8 +336,8 @@ func (s *session) runChild() error {
 	if waitErr != nil {
 		return fmt.Errorf("base copy %q failed: %w", strings.Join(s.o.Child, " "), waitErr)
 	}
-	if err := k.drain(); err != nil {
-		return err
+	if k != nil {
+		return k.Finish()
 	}
 	return nil
 }
