@@ -1,5 +1,6 @@
 # lib.sh: shared by the benchmark scripts. Starts a throwaway cluster as the postgres user (PostgreSQL
-# refuses root), with a private socket directory; fills it with pgbench; stops it on exit.
+# refuses root), with a private socket directory; fills it with pgbench, settles it (VACUUM FREEZE, no
+# autovacuum) so the runs see an idle cluster; stops it on exit.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pgbin=${PGBB_PGBIN:-/usr/lib/postgresql/15/bin}
@@ -18,7 +19,7 @@ trap bench_cleanup EXIT
 # With bench_netns set, the server runs in that network namespace and also listens on its 127.0.0.1.
 start_cluster() {
 	as_server initdb -D "$work/src" -k -U postgres -A trust --no-sync >/dev/null
-	local opts="-p 5432 -k $work -c max_wal_size=1GB ${PGBB_BENCH_PGOPTS:-}"
+	local opts="-p 5432 -k $work -c max_wal_size=1GB -c autovacuum=off ${PGBB_BENCH_PGOPTS:-}"
 	if [ -n "${bench_netns:-}" ]; then
 		ip netns exec "$bench_netns" runuser -u postgres -- pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses=127.0.0.1" start >/dev/null
 	else
@@ -27,7 +28,10 @@ start_cluster() {
 	export PGHOST=$work PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
 	DSN="host=$work port=5432 user=postgres dbname=postgres"
 	pgbench -i -q -s "$1" >/dev/null 2>&1
-	psql -X -q -c CHECKPOINT
+	# settle the new cluster so every run copies the same thing: no autovacuum or hint-bit writes (which
+	# the start checkpoint of each backup would flush) in the middle of the runs
+	psql -X -q -c "VACUUM (FREEZE, ANALYZE)" -c CHECKPOINT
+	sync
 	echo "cluster: pgbench scale $1, $(du -sh "$work/src" | cut -f1) on disk" >&2
 }
 
