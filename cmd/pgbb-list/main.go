@@ -22,7 +22,8 @@ func main() {
 			"conninfo string or URI; PG* variables and ~/.pgpass apply.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "inspect", Usage: "list without a backup in progress (the list cannot be used to back up)"},
-			&cli.Int64Flag{Name: "split-size", Value: listing.DefaultSplitSize, Usage: "largest byte range of one work item"},
+			&cli.Int64Flag{Name: "split-size", Usage: "largest byte range of one work item (default 32 MiB, or chosen from --jobs)"},
+			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "how many fetch jobs will share the list: cut files so each gets about 8 items' worth"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report every skipped entry and why, on stderr"},
 		},
@@ -36,6 +37,7 @@ func main() {
 				BackupID:  c.String("backup-id"),
 				Inspect:   c.Bool("inspect"),
 				SplitSize: c.Int64("split-size"),
+				Jobs:      c.Int("jobs"),
 				Log:       log,
 			}, os.Stdout)
 		},

@@ -29,8 +29,12 @@ type Options struct {
 	DSN       string
 	BackupID  string // PGBB_BACKUP_ID of the running backup; required unless Inspect
 	Inspect   bool   // list without a backup in progress (the list cannot be used for a backup)
-	SplitSize int64
-	Log       *cliapp.Logger // skipped entries are reported with their reason when Log.Verbose
+	SplitSize int64  // 0: DefaultSplitSize, or from Jobs
+	// Jobs, when SplitSize is 0, is how many fetch jobs will share the list: files are then cut so the
+	// list holds about 8 items' worth per job (from 1 MiB to DefaultSplitSize per item), which keeps the
+	// jobs' shares even when the data is small against the jobs' count, as on a slow link with many jobs.
+	Jobs int
+	Log  *cliapp.Logger // skipped entries are reported with their reason when Log.Verbose
 }
 
 // Run lists the data directory and tablespaces and writes the work list to w. It refuses to run without a
@@ -46,8 +50,8 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	} else if !worklist.ValidBackupID(o.BackupID) {
 		return cliapp.Usage("PGBB_BACKUP_ID must be the value pgbb-xlog set", "bad backup id %q", o.BackupID)
 	}
-	if o.SplitSize <= 0 {
-		o.SplitSize = DefaultSplitSize
+	if o.SplitSize < 0 || o.SplitSize%8192 != 0 {
+		return cliapp.Usage("give a multiple of 8192 (the page size)", "bad split size %d", o.SplitSize)
 	}
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-list", false)
 	if err != nil {
@@ -63,6 +67,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err := l.walk(""); err != nil {
 		return err
 	}
+	l.split(o.SplitSize, o.Jobs)
 	// Fan-outs hand consecutive lines to one job (parallel --pipe -N, xargs -n). In walk order the ranges of
 	// a big relation sit together and land in one or two jobs; shuffled, every group of lines carries about
 	// the same bytes. The shuffle is seeded by the backup id, so a list can be made again identically.
@@ -96,6 +101,35 @@ type lister struct {
 
 func (l *lister) emit(kind worklist.Kind, path string, off, length int64) {
 	l.items = append(l.items, worklist.Item{Kind: kind, Offset: off, Length: length, Path: path})
+}
+
+// split cuts files into ranges of at most size bytes; size 0 means DefaultSplitSize, or one chosen for jobs.
+func (l *lister) split(size int64, jobs int) {
+	if size == 0 {
+		size = DefaultSplitSize
+		if jobs > 0 {
+			var total int64
+			for _, it := range l.items {
+				total += it.Length
+			}
+			size = min(DefaultSplitSize, max(1<<20, total/int64(8*jobs)/(1<<20)*(1<<20)))
+		}
+	}
+	var out []worklist.Item
+	for _, it := range l.items {
+		if it.Kind != worklist.File || it.Length <= size {
+			out = append(out, it)
+			continue
+		}
+		for off := int64(0); off < it.Length; off += size {
+			kind := worklist.Part
+			if off+size >= it.Length {
+				kind = worklist.File
+			}
+			out = append(out, worklist.Item{Kind: kind, Path: it.Path, Offset: off, Length: min(size, it.Length-off)})
+		}
+	}
+	l.items = out
 }
 
 func (l *lister) walk(dir string) error {
@@ -146,13 +180,8 @@ func (l *lister) walk(dir string) error {
 				l.emit(worklist.File, path, 0, 0)
 				continue
 			}
-			for off := int64(0); off < e.Size; off += l.opt.SplitSize {
-				kind := worklist.Part
-				if off+l.opt.SplitSize >= e.Size {
-					kind = worklist.File
-				}
-				l.emit(kind, path, off, min(l.opt.SplitSize, e.Size-off))
-			}
+			l.emit(worklist.File, path, 0, e.Size) // cut by split
+
 		}
 	}
 	return nil
