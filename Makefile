@@ -3,7 +3,7 @@ GO      ?= go
 PREFIX  ?= /usr/local
 BINDIR  := bin
 
-.PHONY: all build test unit demo install clean deps fuzz soak
+.PHONY: all build test unit demo install clean deps fuzz soak bench
 
 all: build
 
@@ -32,6 +32,16 @@ fuzz:
 N ?= 10
 soak: deps build
 	scripts/soak $(N)
+
+# The benchmarks of docs/BENCHMARKS.md, native pg_basebackup and pgbb side by side on one throwaway cluster
+# per script (not in CI; on a quiet machine; capped.sh needs root for ip netns and tc). RUNS per variant.
+RUNS ?= 3
+bench: deps build
+	bench/plain.sh 50 $(RUNS)
+	bench/capped.sh 10 $(RUNS) 1 2 4 8
+	bench/tar.sh 50 $(RUNS)
+	bench/manyfiles.sh 20000 $(RUNS)
+	bench/growth.sh "10 100" $(RUNS)
 
 # Pure packages only (no server needed).
 unit:

@@ -255,3 +255,29 @@ func TestPlainBackupUnderWriteLoad(t *testing.T) {
 		})
 	}
 }
+
+// The README's pipelines, without the script: the jobs' streams go to pgbb-pack's sink (PGBB_SINK set, GNU
+// parallel), or to the socket pgbb-xlog makes when PGBB_SINK is not set (xargs), which forwards them.
+func TestPipelinesWithoutTheScript(t *testing.T) {
+	s := newSource(t, 5)
+	for name, pipeline := range map[string]string{
+		"sink in pgbb-pack, parallel": `export PGBB_SINK="$SINKDIR/sink"
+pgbb-xlog -- bash -c 'set -o pipefail; pgbb-list -j 4 | parallel --will-cite --pipe -N 64 -j 4 pgbb-fetch' \
+  | pgbb-pack --sink "$PGBB_SINK" -T "$TSMAP" -D "$DEST"`,
+		"sink in pgbb-xlog, xargs": `pgbb-xlog -- bash -c 'set -o pipefail; pgbb-list -j 4 | xargs -d "\n" -n 64 -P 4 pgbb-fetch' \
+  | pgbb-pack -T "$TSMAP" -D "$DEST"`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			stop := s.load(t)
+			dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+			r := run(t, 10*time.Minute, env("PGBB_DSN="+s.c.DSN(), "SINKDIR="+t.TempDir(), "TSMAP="+s.tsDir+"="+tsNew, "DEST="+dest),
+				"bash", "-c", "set -o pipefail\n"+pipeline)
+			stop()
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstderr:\n%s", r.code, r.stderr)
+			}
+			s.checkExcluded(t, dest)
+			s.checkRestore(t, dest, tsNew)
+		})
+	}
+}
