@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -252,8 +253,14 @@ const (
 	batchPieces = 4096
 )
 
+// lineWait is how long a batch waits for one more work-list line. Lines handed over by GNU parallel or
+// xargs arrive within microseconds of each other; without the wait the first batch would often hold one
+// item, and every statement boundary leaves the link idle for a round trip.
+const lineWait = 2 * time.Millisecond
+
 // run handles work-list lines as they come: directories, links and the trailer at once, file ranges in
-// batches of whatever lines are waiting (at least one), so a slow producer of lines is never waited for.
+// batches of the lines that arrive without a pause (at least one), so a slow producer of lines is never
+// waited for long.
 func (f *fetcher) run(lines <-chan lineOrErr) error {
 	var batch []*worklist.Item
 	var bytes int64
@@ -275,7 +282,7 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 			select {
 			case le, ok = <-lines:
 				continue
-			default:
+			case <-time.After(lineWait):
 			}
 			break
 		}
