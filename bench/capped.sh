@@ -31,7 +31,7 @@ inns tc filter add dev lo parent 1:0 prio 1 protocol ip u32 ht 800:: match ip pr
 bench_netns=$ns
 start_cluster "$scale"
 tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-out=$work/out
+out=$dst/out
 native() { rm -rf "$out"; inns pg_basebackup -d "$tcp" -D "$out" -Fp -Xstream -c fast; }
 pgbb() { rm -rf "$out"; PGBB_DSN=$tcp inns "$here/scripts/pgbb-basebackup" -j "$1" "" "$out"; }
 : >"$work/native"; for j in "${jobs[@]}"; do : >"$work/j$j"; done

@@ -5,7 +5,7 @@
 # time from the first scale to the last, and the peak RSS per program at each scale.
 source "$(dirname "$0")/lib.sh"
 scales=(${1:-10 100}) runs=${2:-3} jobs=${PGBB_BENCH_JOBS:-2}
-out=$work/out
+out=$dst/out
 make_wrappers
 native() { rm -rf "$out"; pg_basebackup -D "$out" -Fp -Xstream -c fast; }
 pgbb() { rm -rf "$out"; "$here/scripts/pgbb-basebackup" -j "$jobs" "$DSN" "$out"; }

@@ -11,8 +11,22 @@ chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work"
 bench_cleanup() {
 	[ -f "$work/src/postmaster.pid" ] && as_server pg_ctl -D "$work/src" -m immediate stop >/dev/null 2>&1 || true
+	mountpoint -q "$work/dst" 2>/dev/null && umount "$work/dst"
 	rm -rf "$work"
 }
+
+# The backups go to $dst. As root, that is a fresh journaled ext4 file system on a loop device (a sparse
+# image of ${PGBB_BENCH_FS_SIZE:-40G} in $work): this machine's root file system runs ext4 without a journal,
+# where creating a file scans the inodes deleted in the last minute (ialloc.c, recently_deleted), so a run
+# right after the last run's rm -rf pays for every file that run deleted, the more the more files. Set
+# PGBB_BENCH_LOOPFS=0 to write to $work directly.
+dst=$work/dst
+mkdir -p "$dst"
+if [ "$(id -u)" -eq 0 ] && [ "${PGBB_BENCH_LOOPFS:-1}" != 0 ]; then
+	truncate -s "${PGBB_BENCH_FS_SIZE:-40G}" "$work/fs.img"
+	mkfs.ext4 -q -F "$work/fs.img"
+	mount -o loop "$work/fs.img" "$dst"
+fi
 trap bench_cleanup EXIT
 
 # start_cluster SCALE: initdb with data checksums, start on a socket in $work, pgbench -i -s SCALE.

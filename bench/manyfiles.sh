@@ -13,7 +13,7 @@ for b in $(seq 0 1000 $((tables - 1))); do
 done
 psql -X -q -c CHECKPOINT
 echo "$tables tables, $(find "$work/src" -type f | wc -l) files, $(du -sh "$work/src/base" | cut -f1) in base/" >&2
-out=$work/out
+out=$dst/out
 native() { rm -rf "$out"; pg_basebackup -D "$out" -Fp -Xstream -c fast "$@"; }
 pgbb() { rm -rf "$out"; "$here/scripts/pgbb-basebackup" -j "$jobs" "$@" "$DSN" "$out"; }
 for f in native native_ns pgbb pgbb_ns; do : >"$work/$f"; done

@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3} jobs=${PGBB_BENCH_JOBS:-2}
 start_cluster "$scale"
-out=$work/out
+out=$dst/out
 native() { rm -rf "$out"; pg_basebackup -D "$out" -Fp -Xstream -c fast "$@"; }
 pgbb() { rm -rf "$out"; "$here/scripts/pgbb-basebackup" -j "$jobs" "$@" "$DSN" "$out"; }
 cpa() { rm -rf "$out"; cp -a "$work/src" "$out"; }

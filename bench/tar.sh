@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3}
 start_cluster "$scale"
-out=$work/out
+out=$dst/out
 native() { rm -rf "$out"; pg_basebackup -D "$out" -Ft -Xfetch --compress="client-${1:-gzip}" -c fast; }
 pgbb() { rm -rf "$out"; "$here/scripts/pgbb-basebackup" -F tar -j "$1" "$DSN" "$out"; }
 : >"$work/native" >"$work/zstd" >"$work/j2" >"$work/j1"
