@@ -78,6 +78,8 @@ type streamSpec struct {
 	fetchID       string // backup id of the fetcher's stream; "" = the backup's
 	twoX          bool
 	noEnd         bool
+	split         bool // build writes pgbb-xlog's stream only; the fetcher's goes to fetchStream
+	fetchStream   []byte
 	noWAL         bool
 	walDamage     func(seg []byte)
 }
@@ -163,6 +165,7 @@ type builder struct {
 	t    testing.TB
 	spec *streamSpec
 	buf  bytes.Buffer
+	fbuf bytes.Buffer // the fetcher's stream, when spec.split
 	xw   *chunkstream.Writer
 	fw   *chunkstream.Writer
 }
@@ -254,7 +257,11 @@ func (s *streamSpec) build(t testing.TB) []byte {
 	if fid == "" {
 		fid = id
 	}
-	b.fw, err = chunkstream.NewWriter(&b.buf, "pgbb-fetch", fid)
+	fout := &b.buf
+	if s.split {
+		fout = &b.fbuf
+	}
+	b.fw, err = chunkstream.NewWriter(fout, "pgbb-fetch", fid)
 	b.must(err)
 	for i, it := range s.items {
 		b.item(uint64(i+1), it)
@@ -281,6 +288,7 @@ func (s *streamSpec) build(t testing.TB) []byte {
 			TablespaceMap: []byte(fmt.Sprintf("%d %s\n", tsOID, s.tsLoc))}))
 	}
 	b.must(b.xw.Close())
+	s.fetchStream = b.fbuf.Bytes()
 	return b.buf.Bytes()
 }
 
