@@ -199,10 +199,41 @@ func Run(o Options, stdin io.Reader) (err error) {
 	if len(o.Inputs) == 0 {
 		o.Inputs = []string{"-"}
 	}
-	syscall.Umask(0)
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
 		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{})}
+	// The sink listens first, before DEST is prepared (emptying a large DEST with --force takes time, and
+	// jobs wait only so long for the socket), and under the caller's umask until its own chmod to 0600.
+	var k *sink.Sink
+	if o.Sink != "" {
+		if k, err = sink.Listen(o.Sink, func(c net.Conn, n int) error {
+			// a job may connect before pgbb-xlog's backup start record has been read
+			select {
+			case <-p.started:
+			case <-p.quit:
+				return nil
+			}
+			return p.readStream(c, fmt.Sprintf("sink stream %d", n), true)
+		}); err != nil {
+			return err
+		}
+		defer os.Remove(o.Sink)
+	}
+	// stopSink ends every sink stream and waits for them; it runs before any clean-up, so that no stream
+	// still writes.
+	stopSink := func() {
+		if k == nil {
+			return
+		}
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+		close(p.quit)
+		k.Stop()
+		k = nil
+	}
+	defer stopSink()
+	syscall.Umask(0)
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
 	} else {
@@ -221,6 +252,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	defer func() {
 		if err != nil && !o.NoClean && !errors.Is(err, errBadPages) {
+			stopSink()
 			p.out.clean()
 			if p.createdD {
 				os.RemoveAll(dest)
@@ -237,33 +269,12 @@ func Run(o Options, stdin io.Reader) (err error) {
 		}
 		return nil
 	}
-	if o.Sink == "" {
+	if k == nil {
 		if err := readInputs(); err != nil {
 			return err
 		}
 		return p.commit()
 	}
-	k, err := sink.Listen(o.Sink, func(c net.Conn, n int) error {
-		// a job may connect before pgbb-xlog's backup start record has been read
-		select {
-		case <-p.started:
-		case <-p.quit:
-			return nil
-		}
-		return p.readStream(c, fmt.Sprintf("sink stream %d", n), true)
-	})
-	if err != nil {
-		return err
-	}
-	defer os.Remove(o.Sink)
-	defer func() {
-		// runs before the clean-up above: no stream may still write
-		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
-		close(p.quit)
-		k.Stop()
-	}()
 	// A failing stream on the sink (a full disk, say) is the cause of what follows: its job dies, the base
 	// copy fails and pgbb-xlog's stream is cut. Report it, without waiting for the inputs to end.
 	inputs := make(chan error, 1)
@@ -277,6 +288,13 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	if err != nil {
 		return err
+	}
+	p.mu.Lock()
+	started := p.start != nil
+	p.mu.Unlock()
+	if !started {
+		// sink streams would wait for it for ever
+		return errors.New("the inputs ended without pgbb-xlog's backup start record")
 	}
 	if err := k.Finish(); err != nil {
 		return err

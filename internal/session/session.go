@@ -245,7 +245,7 @@ func (s *session) readControl() ([]byte, controlfile.Info, error) {
 func (s *session) childEnv(sinkPath string) []string {
 	env := os.Environ()
 	env = append(env, EnvBackupID+"="+s.start.BackupID)
-	if os.Getenv(sink.Env) == "" {
+	if os.Getenv(sink.Env) == "" && sinkPath != "" {
 		env = append(env, sink.Env+"="+sinkPath)
 	}
 	if s.o.DSN != "" {
@@ -270,10 +270,13 @@ func (s *session) runChild() error {
 		defer os.RemoveAll(dir)
 		sinkPath = filepath.Join(dir, "sink")
 		if k, err = sink.Listen(sinkPath, func(c net.Conn, n int) error { return s.forward(c, fmt.Sprintf("sink stream %d", n)) }); err != nil {
-			return fmt.Errorf("listen for the base copy's streams: %w", err)
+			// the child may not need one (jobs writing to stdout or to stream files)
+			s.o.Log.Warn("no sink for the base copy's jobs (%v): they must write to stdout or to stream files", err)
+			sinkPath, k = "", nil
+		} else {
+			defer k.Stop()
+			sinkFailed = k.Failed()
 		}
-		defer k.Stop()
-		sinkFailed = k.Failed()
 	}
 	cmd := exec.Command(s.o.Child[0], s.o.Child[1:]...)
 	cmd.Env = s.childEnv(sinkPath)
@@ -357,7 +360,9 @@ func (s *session) forward(r io.Reader, name string) error {
 			return nil
 		}
 		if err != nil {
-			io.Copy(io.Discard, br)
+			if _, conn := r.(net.Conn); !conn {
+				io.Copy(io.Discard, br) // let the child finish writing; a sink connection is closed instead
+			}
 			return err
 		}
 		if rec.Type == chunkstream.TypeBackupStart || rec.Type == chunkstream.TypeBackupEnd {

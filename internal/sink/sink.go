@@ -172,7 +172,7 @@ func (k *Sink) Stop() {
 }
 
 // Dial connects a job to the sink at path. A pgbb-pack that is still starting gets ten seconds to create
-// the socket.
+// the socket; a full accept queue (EAGAIN) is waited out the same way.
 func Dial(path string) (*net.UnixConn, error) {
 	var c net.Conn
 	var err error
@@ -182,7 +182,7 @@ func Dial(path string) (*net.UnixConn, error) {
 			uc.SetWriteBuffer(Buffer)
 			return uc, nil
 		}
-		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) {
+		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EAGAIN) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
