@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # plain.sh [SCALE] [RUNS]: scenario 1, loopback, plain format. pgbb -j 2 (xargs; without sync also with GNU
-# parallel) against
-# pg_basebackup -Fp -Xstream -c fast, both with their default fsync and both with --no-sync, and against
-# cp -a of the data directory (no sync: the physical limit of this machine). Alternately, RUNS times each
-# (default scale 50, 3 runs); prints medians and the ratios.
+# parallel) against pg_basebackup -Fp -Xstream -c fast, both with their default fsync and both with
+# --no-sync, and against cp -a of the data directory (no sync: the physical limit of this machine).
+# Alternately, RUNS times each (default scale 50, 3 runs); prints medians and the ratios.
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3} jobs=${PGBB_BENCH_JOBS:-2}
 start_cluster "$scale"
