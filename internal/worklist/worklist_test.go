@@ -506,10 +506,13 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("ParseLine(%q) returned an item and a trailer", s)
 		case l.Item != nil:
 			it := *l.Item
-			if it.Seq == 0 || it.Offset < 0 || it.Length < 0 || (it.Kind != File && it.Kind != Dir && it.Kind != Link) {
+			if it.Seq == 0 || it.Offset < 0 || it.Length < 0 || (it.Kind != File && it.Kind != Part && it.Kind != Dir && it.Kind != Link) {
 				t.Fatalf("ParseLine(%q) accepted %+v", s, it)
 			}
-			if it.Kind != File && (it.Offset != 0 || it.Length != 0) {
+			if it.Kind == Part && it.Length == 0 {
+				t.Fatalf("ParseLine(%q) accepted an empty part %+v", s, it)
+			}
+			if it.Kind != File && it.Kind != Part && (it.Offset != 0 || it.Length != 0) {
 				t.Fatalf("ParseLine(%q) accepted a range on %+v", s, it)
 			}
 			if err := CheckPath(it.Path); err != nil {
