@@ -25,9 +25,10 @@ for scale in "${scales[@]}"; do
 done
 printf '\n%-8s %12s %12s %8s\n' scale "native s" "pgbb -j $jobs s" ratio
 for r in "${results[@]}"; do set -- $r; printf '%-8s %12.2f %12.2f %8.2f\n' "$1" "$2" "$3" "$(echo "$3/$2" | bc -l)"; done
-set -- ${results[0]}; first=$3 fs=$1; set -- ${results[-1]}; last=$3 ls=$1
-printf 'growth: pgbb time(scale %s) / time(scale %s) = %.2f (goal <= %.0f); native %.2f\n' "$ls" "$fs" "$(echo "$last/$first" | bc -l)" \
-	"$(echo "1.1*$ls/$fs" | bc -l)" "$(echo "$(echo "${results[-1]}" | cut -d' ' -f2)/$(echo "${results[0]}" | cut -d' ' -f2)" | bc -l)"
+read -r fs nfirst first <<<"${results[0]}"
+read -r ls nlast last <<<"${results[-1]}"
+printf 'growth: pgbb time(scale %s) / time(scale %s) = %.2f (goal <= %.0f); native %.2f\n' "$ls" "$fs" \
+	"$(echo "$last/$first" | bc -l)" "$(echo "1.1*$ls/$fs" | bc -l)" "$(echo "$nlast/$nfirst" | bc -l)"
 printf '\npeak RSS in MiB (max over the processes of each program; pgbb-xlog includes its children, the jobs)\n'
 printf '%-8s' scale; for b in pgbb-xlog pgbb-list pgbb-fetch pgbb-pack; do printf ' %11s' "$b"; done; echo
 for scale in "${scales[@]}"; do

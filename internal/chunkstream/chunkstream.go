@@ -105,16 +105,11 @@ func (b *body) blob(p []byte) {
 	*b = append(*b, p...)
 }
 
-func (sw *Writer) write(typ byte, b body, tail ...[]byte) error {
-	return sw.writeRecord(typ, b, nil, 0, false, tail...)
-}
+func (sw *Writer) write(typ byte, b body) error { return sw.writeRecord(typ, b, nil, 0, false) }
 
-// writeRecord writes one record. With dataCRC known, data is the record's last bytes and its CRC-32C is
-// dataCRC: the record's checksum is then combined from it rather than computed over data again.
-func (sw *Writer) writeRecord(typ byte, b body, data []byte, dataCRC uint32, known bool, tail ...[]byte) error {
-	if data != nil {
-		tail = append(tail, data)
-	}
+// writeRecord writes one record whose body is b followed by data. With known set, dataCRC is data's CRC-32C
+// and the record's checksum is combined from it rather than computed over data again.
+func (sw *Writer) writeRecord(typ byte, b body, data []byte, dataCRC uint32, known bool) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
 	if sw.err != nil {
@@ -123,10 +118,7 @@ func (sw *Writer) writeRecord(typ byte, b body, data []byte, dataCRC uint32, kno
 	if sw.closed {
 		return errors.New("chunkstream: write after close")
 	}
-	n := len(b)
-	for _, t := range tail {
-		n += len(t)
-	}
+	n := len(b) + len(data)
 	if n > MaxBody {
 		return fmt.Errorf("chunkstream: record body of %d bytes exceeds the limit", n)
 	}
@@ -144,9 +136,7 @@ func (sw *Writer) writeRecord(typ byte, b body, data []byte, dataCRC uint32, kno
 		binary.BigEndian.PutUint64(b, sw.next)
 	}
 	p := headerSize + copy(buf[headerSize:], b)
-	for _, t := range tail {
-		p += copy(buf[p:], t)
-	}
+	p += copy(buf[p:], data)
 	if known {
 		binary.BigEndian.PutUint32(buf[p:], crc32c.Combine(crc32c.Checksum(buf[:p-len(data)]), dataCRC, int64(len(data))))
 	} else {
@@ -264,7 +254,7 @@ func (sw *Writer) WriteChunk(c Chunk) error {
 		// c.RawCRC is the data's checksum: a wrong one makes the record's wrong, and readers refuse it
 		return sw.writeRecord(TypeChunk, b, c.Data, c.RawCRC, true)
 	}
-	return sw.write(TypeChunk, b, c.Data)
+	return sw.writeRecord(TypeChunk, b, c.Data, 0, false)
 }
 
 // WriteOutcome writes an O record.

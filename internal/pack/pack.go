@@ -142,8 +142,7 @@ type walState struct {
 type packer struct {
 	mu      sync.Mutex    // the ledger and the target take one record at a time
 	started chan struct{} // closed once the backup start record is in
-	stopped bool          // the run has failed: streams still being read are refused
-	quit    chan struct{} // closed when the run ends
+	quit    chan struct{} // closed (under mu) when the run ends: streams still being read are refused
 	o       Options
 	disk
 	dest      string
@@ -226,9 +225,8 @@ func Run(o Options, stdin io.Reader) (err error) {
 			return
 		}
 		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
 		close(p.quit)
+		p.mu.Unlock()
 		k.Stop()
 		k = nil
 	}
@@ -363,9 +361,11 @@ func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
 			return err
 		}
 		p.mu.Lock()
-		if p.stopped {
+		select {
+		case <-p.quit:
 			p.mu.Unlock()
 			return errors.New("stopped")
+		default:
 		}
 		if fromSink && rec.Type == chunkstream.TypeBegin {
 			if producer, _, err := rec.Begin(); err == nil && producer == "pgbb-xlog" {

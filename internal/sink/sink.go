@@ -17,9 +17,9 @@ import (
 // Env is the variable that names the socket for the base copy's jobs.
 const Env = "PGBB_SINK"
 
-// Buffer is the socket send buffer a job asks for: a deeper buffer lets the job and the reader run with
+// buffer is the socket send buffer a job asks for: a deeper buffer lets the job and the reader run with
 // fewer wake-ups (the kernel caps it at net.core.wmem_max).
-const Buffer = 4 << 20
+const buffer = 4 << 20
 
 // Sink accepts connections and hands each to a handler in its own goroutine.
 type Sink struct {
@@ -179,7 +179,7 @@ func Dial(path string) (*net.UnixConn, error) {
 	for i := 0; i < 200; i++ {
 		if c, err = net.Dial("unix", path); err == nil {
 			uc := c.(*net.UnixConn)
-			uc.SetWriteBuffer(Buffer)
+			uc.SetWriteBuffer(buffer)
 			return uc, nil
 		}
 		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EAGAIN) {
