@@ -39,10 +39,14 @@ func runWithSink(t *testing.T, e *env, xlogBefore, fetch, xlogAfter []byte, clos
 	}
 	c.Close()
 	time.Sleep(100 * time.Millisecond) // the connection is accepted (and waits for the start record)
-	pw.Write(xlogAfter)
-	if close {
-		pw.Close()
-	}
+	// in a goroutine: a pgbb-pack that fails early stops reading its input, and the write would block
+	// until the deferred close of the reading end
+	go func() {
+		pw.Write(xlogAfter)
+		if close {
+			pw.Close()
+		}
+	}()
 	select {
 	case err := <-done:
 		return err
