@@ -3,7 +3,8 @@
 //
 // The layout mirrors ControlFileData in PostgreSQL's src/include/catalog/pg_control.h: system_identifier
 // (uint64) at offset 0, pg_control_version (uint32) at 8, catalog_version_no (uint32) at 12, and the CRC32C
-// of all bytes before the crc field stored in the crc field. The file is PG_CONTROL_FILE_SIZE (8192) bytes.
+// of all bytes before the crc field stored in the crc field, whose offset per pg_control version is in
+// internal/pgversion. The file is PG_CONTROL_FILE_SIZE (8192) bytes.
 package controlfile
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 
 	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/pgversion"
 )
 
 // FileSize is PG_CONTROL_FILE_SIZE.
@@ -19,23 +21,16 @@ const FileSize = 8192
 // Path is the control file's path in the data directory.
 const Path = "global/pg_control"
 
-// crcOffset gives offsetof(ControlFileData, crc) on 64-bit little-endian builds per pg_control_version.
-// 1300 is the version of PostgreSQL 13 to 16 (measured on a 15 cluster: the CRC of the first 288 bytes is
-// stored at 288).
-//
-// 1700 (PostgreSQL 17) and 1800 (18) come from the struct layout in their pg_control.h (18 adds
-// default_char_signedness before the nonce); they are not yet checked against real files.
-var crcOffset = map[uint32]int{
-	1300: 288,
-	1700: 288,
-	1800: 292,
-}
-
 // Info is what pgbb reads from pg_control.
 type Info struct {
 	SystemID       uint64
 	ControlVersion uint32
 	CatalogVersion uint32
+	// CheckpointRedo and CheckpointTimeline are checkPointCopy.redo and checkPointCopy.ThisTimeLineID of
+	// the latest checkpoint (on a standby, restartpoint): a CheckPoint struct at offset 40 whose first
+	// fields, an XLogRecPtr and a TimeLineID, sit at 40 and 48 in every supported major.
+	CheckpointRedo     uint64
+	CheckpointTimeline uint32
 }
 
 // Parse checks the size, version and CRC of a pg_control image. A torn read (the server rewriting the file
@@ -48,10 +43,13 @@ func Parse(b []byte) (Info, error) {
 		SystemID:       binary.LittleEndian.Uint64(b[0:]),
 		ControlVersion: binary.LittleEndian.Uint32(b[8:]),
 		CatalogVersion: binary.LittleEndian.Uint32(b[12:]),
+		// system_identifier, pg_control_version, catalog_version_no, state and padding, time, checkPoint
+		CheckpointRedo:     binary.LittleEndian.Uint64(b[40:]),
+		CheckpointTimeline: binary.LittleEndian.Uint32(b[48:]),
 	}
-	off, ok := crcOffset[in.ControlVersion]
-	if !ok {
-		return in, fmt.Errorf("pg_control version %d is not supported", in.ControlVersion)
+	off, err := pgversion.ControlCRCOffset(in.ControlVersion)
+	if err != nil {
+		return in, err
 	}
 	want := binary.LittleEndian.Uint32(b[off:])
 	if got := crc32c.Checksum(b[:off]); got != want {

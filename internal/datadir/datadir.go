@@ -2,7 +2,8 @@
 // table, relation file names, temporary and unlogged relation detection. It imports only the standard
 // library.
 //
-// The tables mirror src/backend/backup/basebackup.c of PostgreSQL 15 (excludeDirContents, excludeFiles and
+// The tables mirror src/backend/backup/basebackup.c of PostgreSQL 15 (src/backend/replication/ in 13 to
+// 15), with what differs between majors in internal/pgversion (excludeDirContents, excludeFiles and
 // sendDir) and the relation file name rules of src/backend/storage/file/reinit.c
 // (parse_filename_for_nontemp_relation) and src/backend/storage/file/fd.c (looks_like_temp_rel_name).
 package datadir
@@ -13,6 +14,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/pgbb/pgbb/internal/pgversion"
 )
 
 // Decision is what the backup does with one directory entry.
@@ -78,12 +81,22 @@ const ControlFile = "global/pg_control"
 type Rules struct {
 	// TablespaceVersionDir is TABLESPACE_VERSION_DIRECTORY, "PG_<major>_<catalog version>".
 	TablespaceVersionDir string
+	// Major is the server's row of the version table: what differs between majors.
+	Major pgversion.Major
+	// StatsTempDir is the stats_temp_directory of a 13 or 14 server relative to the data directory, whose
+	// contents are left out like pg_stat_tmp's; "" when it is outside or the major has no such setting.
+	StatsTempDir string
 }
 
-// NewRules returns the rules for a server major version and catalog version number (from pg_control).
-func NewRules(major int, catalogVersion uint32) Rules {
-	return Rules{TablespaceVersionDir: fmt.Sprintf("PG_%d_%d", major, catalogVersion)}
+// NewRules returns the rules for a server major, its catalog version number (from pg_control) and, for 13
+// and 14, its stats_temp_directory relative to the data directory ("" if outside it).
+func NewRules(major pgversion.Major, catalogVersion uint32, statsTempDir string) Rules {
+	return Rules{TablespaceVersionDir: fmt.Sprintf("PG_%d_%d", major.Major, catalogVersion), Major: major, StatsTempDir: statsTempDir}
 }
+
+// WALDirs are the directories below pg_wal that the backup holds, empty (pg_wal/archive_status, and
+// pg_wal/summaries from 17).
+func (r Rules) WALDirs() []string { return r.Major.WALDirPaths() }
 
 var digits = regexp.MustCompile(`^[0-9]+$`)
 
@@ -115,11 +128,19 @@ func (r Rules) Classify(dir, name string, isDir bool, siblings map[string]bool) 
 			return Skip, f.reason
 		}
 	}
+	for _, f := range r.Major.ExcludedFiles {
+		if name == f {
+			return Skip, fmt.Sprintf("left out by PostgreSQL %d's base backups", r.Major.Major)
+		}
+	}
 	if path == ControlFile {
 		return Skip, "copied last by pgbb-xlog"
 	}
 	if dir == "" && name == "pg_wal" {
-		return EmptyDir, "WAL is copied by pgbb-xlog; pg_wal/archive_status is created empty"
+		return EmptyDir, "WAL is copied by pgbb-xlog; " + strings.Join(r.WALDirs(), " and ") + " are created empty"
+	}
+	if isDir && r.StatsTempDir != "" && path == r.StatsTempDir {
+		return EmptyDir, "stats_temp_directory, temporary statistics files"
 	}
 	if dir == "pg_tblspc" {
 		if !digits.MatchString(name) {

@@ -1,9 +1,13 @@
 package datadir
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/pgbb/pgbb/internal/pgversion"
+)
 
 func TestClassifyMirrorsBasebackupExclusions(t *testing.T) {
-	r := NewRules(15, 202209061)
+	r := NewRules(mustMajor(t, 15), 202209061, "")
 	db := map[string]bool{"16384": true, "16384_init": true, "16384_fsm": true, "16390": true, "t3_16400": true}
 	cases := []struct {
 		dir, name string
@@ -94,5 +98,38 @@ func TestHasPageChecksumsMirrorsIsChecksummedFile(t *testing.T) {
 	}
 	if SegmentNumber("16384.12") != 12 || SegmentNumber("16384") != 0 || SegmentNumber("16384_vm.1") != 1 {
 		t.Fatal("segment numbers")
+	}
+}
+
+func mustMajor(t *testing.T, major int) pgversion.Major {
+	t.Helper()
+	m, err := pgversion.ForMajor(major)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// What differs between majors: pg_wal/summaries and .DS_Store from 17, stats_temp_directory in 13 and 14.
+func TestRulesFollowTheMajor(t *testing.T) {
+	r13 := NewRules(mustMajor(t, 13), 202007201, "stats")
+	r17 := NewRules(mustMajor(t, 17), 202406281, "")
+	if d, _ := r13.Classify("", "stats", true, nil); d != EmptyDir {
+		t.Errorf("13: stats_temp_directory is %v, want emptied", d)
+	}
+	if d, _ := r17.Classify("", "stats", true, nil); d != Copy {
+		t.Errorf("17: a directory named stats is %v, want copied", d)
+	}
+	if d, _ := r13.Classify("base/1", ".DS_Store", false, nil); d != Copy {
+		t.Errorf("13: .DS_Store is %v, want copied", d)
+	}
+	if d, _ := r17.Classify("base/1", ".DS_Store", false, nil); d != Skip {
+		t.Errorf("17: .DS_Store is %v, want skipped", d)
+	}
+	if got := r13.WALDirs(); len(got) != 1 || got[0] != "pg_wal/archive_status" {
+		t.Errorf("13: WAL dirs %v", got)
+	}
+	if got := r17.WALDirs(); len(got) != 2 || got[1] != "pg_wal/summaries" {
+		t.Errorf("17: WAL dirs %v", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
+	"path"
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -63,7 +64,28 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err != nil {
 		return privilegeHint(err, "pg_read_binary_file(text, bigint, bigint, boolean)")
 	}
-	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Version/10000, info.CatalogVersion)}
+	statsDir := ""
+	if conn.Major.StatsTempDirSetting {
+		// basebackup.c empties it when it is inside the data directory; an absolute setting is compared
+		// with data_directory where the role may read it
+		if statsDir, err = conn.Show(ctx, "stats_temp_directory"); err != nil {
+			return err
+		}
+		if strings.HasPrefix(statsDir, "/") {
+			dataDir, err := conn.Show(ctx, "data_directory")
+			if rel, ok := strings.CutPrefix(statsDir, strings.TrimSuffix(dataDir, "/")+"/"); err == nil && ok {
+				statsDir = rel
+			} else {
+				statsDir = ""
+			}
+		}
+		if statsDir != "" {
+			if statsDir = path.Clean(statsDir); statsDir == "." || strings.HasPrefix(statsDir, "../") {
+				statsDir = ""
+			}
+		}
+	}
+	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Major, info.CatalogVersion, statsDir)}
 	if err := l.walk(""); err != nil {
 		return err
 	}
@@ -161,7 +183,9 @@ func (l *lister) walk(dir string) error {
 			l.opt.Log.Info("empty %s: %s", path, why)
 			l.emit(worklist.Dir, path, 0, 0)
 			if path == "pg_wal" {
-				l.emit(worklist.Dir, "pg_wal/archive_status", 0, 0)
+				for _, d := range l.rules.WALDirs() {
+					l.emit(worklist.Dir, d, 0, 0)
+				}
 			}
 		case datadir.TablespaceLink:
 			l.emit(worklist.Link, path, 0, 0)

@@ -28,14 +28,6 @@ type WALRange struct {
 	End      uint64
 }
 
-// Version returns the manifest version a server of the given version number expects.
-func Version(serverVersionNum int) int {
-	if serverVersionNum >= 170000 {
-		return 2
-	}
-	return 1
-}
-
 // Build returns the complete manifest. systemID is written only for version 2. Files are written in the
 // order given.
 func Build(version int, systemID uint64, files []File, ranges []WALRange) []byte {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/crc32c"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/wal"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
@@ -58,8 +60,9 @@ type Options struct {
 // fileDone in any interleaving (every chunk of a path before that path's fileDone, which comes once);
 // then commit once, or clean after any error.
 type target interface {
-	// begin prepares the output for a backup; dirMode and fileMode are the source cluster's.
-	begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error
+	// begin prepares the output for a backup of a server of the given major; dirMode and fileMode are the
+	// source cluster's.
+	begin(s *chunkstream.BackupStart, major pgversion.Major, dirMode, fileMode os.FileMode) error
 	// dir records a directory of the data directory (it may come more than once).
 	dir(path string) error
 	// chunk stores one piece of a file; raw is the uncompressed data when the target asked for it.
@@ -152,6 +155,7 @@ type packer struct {
 	end       *chunkstream.BackupEnd
 	trailer   *uint64
 	magic     uint16
+	major     pgversion.Major // the source server's row of the version table
 	items     map[uint64]*itemState
 	files     map[string]*fileProgress
 	links     map[string]bool
@@ -501,9 +505,10 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 	if !worklist.ValidBackupID(s.BackupID) {
 		return fmt.Errorf("bad backup id %q", s.BackupID)
 	}
-	if p.magic, err = wal.PageMagic(int(s.ServerVersion)); err != nil {
+	if p.major, err = pgversion.ForServer(int(s.ServerVersion)); err != nil {
 		return err
 	}
+	p.magic = p.major.WALPageMagic
 	if !wal.ValidSegmentSize(uint64(s.WALSegmentSize)) {
 		return fmt.Errorf("bad WAL segment size %d", s.WALSegmentSize)
 	}
@@ -531,7 +536,7 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		}
 	}
 	p.start = &s
-	if err := p.out.begin(&s, dirMode, fileMode); err != nil {
+	if err := p.out.begin(&s, p.major, dirMode, fileMode); err != nil {
 		return err
 	}
 	close(p.started)
@@ -556,7 +561,7 @@ func (p *packer) checkItemPath(item uint64, path string) error {
 	if strings.HasPrefix(path, ".pgbb") {
 		return fmt.Errorf("work item writes %q, a name pgbb-pack reserves", path)
 	}
-	if strings.HasPrefix(path, "pg_wal/") && path != "pg_wal/archive_status" {
+	if strings.HasPrefix(path, "pg_wal/") && !slices.Contains(p.major.WALDirPaths(), path) {
 		return fmt.Errorf("work item writes %q inside pg_wal", path)
 	}
 	if strings.HasPrefix(path, "pg_tblspc/") {
@@ -877,7 +882,7 @@ func (p *packer) commit() error {
 		return p.reportBadPages()
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
-	body := manifest.Build(manifest.Version(int(p.start.ServerVersion)), p.start.SystemID, entries,
+	body := manifest.Build(p.major.ManifestVersion, p.start.SystemID, entries,
 		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
 	if err := p.disk.writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
 		return err

@@ -3,6 +3,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/pgversion"
 	"io"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 // write tablespace_map, as pg_basebackup -Fp does not: the map names the source's locations, and recovery
 // would re-point the links there.
 type plainTarget struct {
+	walDirs   []string // the empty directories below pg_wal of the source's major
 	dest      string
 	mappings  map[string]string
 	dirMode   os.FileMode
@@ -53,7 +55,8 @@ type fileSum struct {
 // maxOpen bounds the files kept open between chunks; a file beyond it is reopened per chunk.
 const maxOpen = 128
 
-func (t *plainTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error {
+func (t *plainTarget) begin(s *chunkstream.BackupStart, major pgversion.Major, dirMode, fileMode os.FileMode) error {
+	t.walDirs = major.WALDirPaths()
 	t.dirMode, t.fileMode = dirMode, fileMode
 	t.dirs, t.links, t.files = map[string]bool{}, map[string]string{}, map[string]bool{}
 	t.open, t.parts, t.sums = map[string]*os.File{}, map[string][]part{}, map[string]fileSum{}
@@ -267,7 +270,7 @@ func (t *plainTarget) fileDone(path string, size int64, present bool) error {
 }
 
 func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manifest.File, error) {
-	for _, d := range []string{"global", "pg_wal", "pg_wal/archive_status"} {
+	for _, d := range append([]string{"global", "pg_wal"}, t.walDirs...) {
 		if err := t.mkdirs(d); err != nil {
 			return nil, err
 		}

@@ -5,10 +5,12 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/pgversion"
 	"io"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +34,7 @@ import (
 // inside DEST (.pgbb-spool), whose space is given back as soon as a member is written and which is removed
 // at the end.
 type tarTarget struct {
+	walDirs []string // the empty directories below pg_wal of the source's major, kept in base.tar
 	disk
 	dest     string
 	log      *cliapp.Logger
@@ -65,7 +68,8 @@ type spooledChunk struct {
 
 const spoolName = ".pgbb-spool"
 
-func (t *tarTarget) begin(s *chunkstream.BackupStart, dirMode, fileMode os.FileMode) error {
+func (t *tarTarget) begin(s *chunkstream.BackupStart, major pgversion.Major, dirMode, fileMode os.FileMode) error {
+	t.walDirs = major.WALDirPaths()
 	t.dirMode, t.fileMode = dirMode, fileMode
 	t.archives, t.pending, t.dirsDone, t.padCache = map[string]*tarArchive{}, map[string][]spooledChunk{}, map[string]bool{}, map[int][]byte{}
 	t.now = time.Now().Truncate(time.Second)
@@ -112,7 +116,7 @@ func (t *tarTarget) clean() {
 // member maps a data-directory path to its archive and member name.
 func (t *tarTarget) member(path string) (*tarArchive, string, error) {
 	name, member := "base.tar.xz", path
-	if rest, ok := strings.CutPrefix(path, "pg_wal/"); ok && !strings.HasPrefix(rest, "archive_status") {
+	if rest, ok := strings.CutPrefix(path, "pg_wal/"); ok && !slices.Contains(t.walDirs, path) {
 		name, member = "pg_wal.tar.xz", rest
 	} else if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
 		oid, sub, ok := strings.Cut(rest, "/")
@@ -137,6 +141,14 @@ func (t *tarTarget) small(a *tarArchive, raw []byte) error {
 }
 
 func (t *tarTarget) header(a *tarArchive, h *tar.Header) error {
+	if !isASCII(h.Name) {
+		// File names are bytes. archive/tar would put a name that is not ASCII in a pax "path" record,
+		// which POSIX defines as UTF-8 (without hdrcharset=BINARY) and which GNU tar converts to the locale's
+		// charset on extraction; a GNU header holds the raw bytes (in the name field, or a ././@LongLink
+		// member for a long name), as pg_basebackup's tar members do (src/port/tar.c copies the name as is),
+		// and every tar extracts it byte for byte.
+		h.Format = tar.FormatGNU
+	}
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
 	if err := tw.WriteHeader(h); err != nil {
@@ -267,7 +279,7 @@ func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manife
 			return nil, fmt.Errorf("%s: chunks of a file that never completed", p)
 		}
 	}
-	for _, d := range []string{"pg_wal", "pg_wal/archive_status"} {
+	for _, d := range append([]string{"pg_wal"}, t.walDirs...) {
 		if err := t.dir(d); err != nil {
 			return nil, err
 		}
@@ -310,4 +322,14 @@ func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manife
 	t.spool = nil
 	t.archives = nil
 	return t.entries, t.syncDir(t.dest)
+}
+
+// isASCII reports whether s has no byte of 0x80 or above.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -29,8 +30,9 @@ const DefaultConnectTimeout = 10 * time.Second
 // Conn is one server connection. It is not safe for concurrent use.
 type Conn struct {
 	pg      *pgx.Conn
-	Version int    // server_version_num
-	User    string // current_user
+	Version int             // server_version_num
+	Major   pgversion.Major // the version table's row of the server's major
+	User    string          // current_user
 }
 
 // Password returns the password a DSN carries, so that callers can keep it out of messages. It returns ""
@@ -72,9 +74,9 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 		pg.Close(ctx)
 		return nil, fmt.Errorf("bad server_version_num %q", v)
 	}
-	if c.Version < 130000 {
+	if c.Major, err = pgversion.ForServer(c.Version); err != nil {
 		pg.Close(ctx)
-		return nil, fmt.Errorf("server version %d is not supported (pgbb needs PostgreSQL 13 or later)", c.Version)
+		return nil, err
 	}
 	if session {
 		sets := []string{"SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0"}
@@ -165,10 +167,10 @@ func (c *Conn) Tablespaces(ctx context.Context) ([]Tablespace, error) {
 }
 
 // StartBackup starts a non-exclusive backup on this session and returns its start LSN. PostgreSQL 15
-// renamed pg_start_backup(label, fast, exclusive) to pg_backup_start(label, fast).
+// renamed pg_start_backup(label, fast, exclusive) to pg_backup_start(label, fast) (pgversion).
 func (c *Conn) StartBackup(ctx context.Context, label string, fast bool) (wal.LSN, error) {
 	q := "SELECT pg_backup_start($1, $2)::text"
-	if c.Version < 150000 {
+	if c.Major.LegacyBackupAPI {
 		q = "SELECT pg_start_backup($1, $2, false)::text"
 	}
 	var s string
@@ -183,7 +185,7 @@ func (c *Conn) StartBackup(ctx context.Context, label string, fast bool) (wal.LS
 // which the server uses for them).
 func (c *Conn) StopBackup(ctx context.Context) (wal.LSN, []byte, []byte, error) {
 	q := "SELECT lsn::text, convert_to(labelfile, current_setting('server_encoding')), convert_to(coalesce(spcmapfile, ''), current_setting('server_encoding')) FROM pg_backup_stop(false)"
-	if c.Version < 150000 {
+	if c.Major.LegacyBackupAPI {
 		q = "SELECT lsn::text, convert_to(labelfile, current_setting('server_encoding')), convert_to(coalesce(spcmapfile, ''), current_setting('server_encoding')) FROM pg_stop_backup(false, false)"
 	}
 	var s string
@@ -202,7 +204,8 @@ func (c *Conn) WALFileName(ctx context.Context, lsn wal.LSN) (string, error) {
 	return s, err
 }
 
-// FlushLSN returns pg_current_wal_flush_lsn(): WAL before it is on disk in complete pages.
+// FlushLSN returns pg_current_wal_flush_lsn(): WAL before it is on disk in complete pages. It fails on a
+// standby; see WALPosition.
 func (c *Conn) FlushLSN(ctx context.Context) (wal.LSN, error) {
 	var s string
 	if err := c.pg.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
@@ -211,28 +214,114 @@ func (c *Conn) FlushLSN(ctx context.Context) (wal.LSN, error) {
 	return wal.ParseLSN(s)
 }
 
+// WALPosition returns how far the WAL in the server's pg_wal is final, and whether the server is (still)
+// in recovery: on a primary the flush position; on a standby the replay position, pg_last_wal_replay_lsn()
+// (the WAL before it was received, flushed and replayed, so a recycled segment under a future name can
+// no longer be mistaken for it). One statement, so the two answers agree.
+func (c *Conn) WALPosition(ctx context.Context) (wal.LSN, bool, error) {
+	var s *string
+	var rec bool
+	err := c.pg.QueryRow(ctx, `SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END::text,
+	pg_is_in_recovery()`).Scan(&s, &rec)
+	if err != nil {
+		return 0, false, err
+	}
+	if s == nil {
+		return 0, rec, errors.New("the standby has replayed no WAL yet (pg_last_wal_replay_lsn() is null)")
+	}
+	lsn, err := wal.ParseLSN(*s)
+	return lsn, rec, err
+}
+
+// File names are bytes, but the server validates every text value a client sends against the database
+// encoding (mbutils.c, pg_any_to_server: even when no conversion is needed, and for client_encoding
+// SQL_ASCII too), while text it sends out is not validated when the encodings match. A data directory may hold
+// names that are not valid in the database encoding (a Latin-1 name in a UTF-8 cluster), and in a database
+// whose encoding is not UTF-8 a name travels converted (LATIN1) or is validated on the way out (SQL_ASCII to a
+// UTF-8 client). So names come from the server as textsend(name), the raw bytes as bytea, and a path with a
+// byte of 0x80 or above is never sent as text: its leading ASCII components are, and every later component
+// goes as bytea and is found again by listing its directory and comparing textsend(name) with it
+// (resolveSQL). text concatenation and textsend do not validate, so the server rebuilds the exact name.
+// ASCII is the same bytes in every server encoding, so ASCII paths keep the direct statements.
+
+// asciiPath reports whether p can be sent as text: no byte of 0x80 or above.
+func asciiPath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if p[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// splitPath cuts a path relative to the data directory into the components before the first one with a
+// byte of 0x80 or above (joined; "." when there are none) and the components from there on, raw.
+func splitPath(p string) (prefix string, rest [][]byte) {
+	comps := strings.Split(p, "/")
+	i := 0
+	for i < len(comps) && asciiPath(comps[i]) {
+		i++
+	}
+	prefix = strings.Join(comps[:i], "/")
+	if prefix == "" {
+		prefix = "."
+	}
+	for _, c := range comps[i:] {
+		rest = append(rest, []byte(c))
+	}
+	return prefix, rest
+}
+
+// resolveSQL finds a path on the server from splitPath's parts ($1 text, $2 bytea[]): row i of c is the
+// prefix followed by the first i components, each the entry of the directory before it whose textsend
+// equals the component (names in one directory are unique, so at most one row per level). The last level,
+// cardinality($2), is the path; a component that does not exist (the file vanished) leaves it out. The CASE
+// keeps pg_ls_dir (strict) from listing the last level, which may be a file.
+const resolveSQL = `WITH RECURSIVE c(i, p) AS (
+  SELECT 0, $1::text
+  UNION ALL
+  SELECT c.i + 1, c.p || '/' || n
+  FROM c, LATERAL pg_ls_dir(CASE WHEN c.i < cardinality($2::bytea[]) THEN c.p END, true, false) AS n
+  WHERE textsend(n) = ($2::bytea[])[c.i + 1]
+) `
+
+// resolvedSQL is the path resolveSQL found, as a scalar subquery (NULL when it does not exist).
+const resolvedSQL = `(SELECT p FROM c WHERE i = cardinality($2::bytea[]))`
+
 // DirEntry is one entry of a server directory.
 type DirEntry struct {
-	Name  string
+	Name  string // raw bytes, not necessarily valid in any encoding
 	Size  int64
 	IsDir bool
 	MTime time.Time
 }
 
 // ListDir lists a directory relative to the data directory ("" is the data directory itself) with one
-// pg_ls_dir and one pg_stat_file per entry in a single query. Entries that vanish while listed are left out;
-// a missing directory gives no entries and no error.
+// pg_ls_dir and one pg_stat_file per entry in a single query, in byte order of the names. Entries that vanish
+// while listed are left out; a missing directory gives no entries and no error. Names are the raw bytes
+// (textsend), whatever the database encoding; a directory whose path is not ASCII is found by resolveSQL.
 func (c *Conn) ListDir(ctx context.Context, dir string) ([]DirEntry, error) {
-	rows, err := c.pg.Query(ctx, `SELECT n, s.size, s.isdir, s.modification
+	var rows pgx.Rows
+	var err error
+	if asciiPath(dir) {
+		rows, err = c.pg.Query(ctx, `SELECT textsend(n), s.size, s.isdir, s.modification
 FROM pg_ls_dir(CASE WHEN $1 = '' THEN '.' ELSE $1 END, true, false) AS n,
      LATERAL pg_stat_file(CASE WHEN $1 = '' THEN n ELSE $1 || '/' || n END, true) AS s
-WHERE s.size IS NOT NULL ORDER BY n`, dir)
+WHERE s.size IS NOT NULL ORDER BY 1`, dir)
+	} else {
+		prefix, rest := splitPath(dir)
+		rows, err = c.pg.Query(ctx, resolveSQL+`SELECT textsend(n), s.size, s.isdir, s.modification
+FROM `+resolvedSQL+` AS d(p), LATERAL pg_ls_dir(d.p, true, false) AS n, LATERAL pg_stat_file(d.p || '/' || n, true) AS s
+WHERE s.size IS NOT NULL ORDER BY 1`, prefix, rest)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (DirEntry, error) {
 		var e DirEntry
-		err := r.Scan(&e.Name, &e.Size, &e.IsDir, &e.MTime)
+		var name []byte
+		err := r.Scan(&name, &e.Size, &e.IsDir, &e.MTime)
+		e.Name = string(name)
 		return e, err
 	})
 }
@@ -241,8 +330,20 @@ const readFileSQL = "SELECT pg_read_binary_file($1, $2, $3, true)"
 
 // ReadFile reads up to length bytes of a file at offset with pg_read_binary_file(path, offset, length, true),
 // asking for the bytea in binary format. It appends to buf. missing is true when the file does not exist;
-// a read past the end returns no bytes.
+// a read past the end returns no bytes. A path that is not ASCII is found by resolveSQL.
 func (c *Conn) ReadFile(ctx context.Context, buf []byte, path string, offset, length int64) (out []byte, missing bool, err error) {
+	if !asciiPath(path) {
+		prefix, rest := splitPath(path)
+		out = buf
+		err = c.readPieces(ctx, readMatchedSQL, []any{prefix, rest, []int64{offset}, []int64{length}}, 1, func(_ int, data []byte, m bool) error {
+			out, missing = append(out, data...), m
+			return nil
+		})
+		if err != nil {
+			return buf, false, err
+		}
+		return out, missing, nil
+	}
 	rr := c.pg.PgConn().ExecParams(ctx, readFileSQL,
 		[][]byte{[]byte(path), []byte(strconv.FormatInt(offset, 10)), []byte(strconv.FormatInt(length, 10))},
 		[]uint32{25, 20, 20}, []int16{0, 0, 0}, []int16{1})
@@ -279,41 +380,81 @@ type Range struct {
 // planned once, and the server streams the next row while the client handles the last one.
 const readRangesSQL = "SELECT r.i, pg_read_binary_file(r.p, r.o, r.l, true) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(p, o, l, i)"
 
-// ReadRanges reads every range in one statement and calls fn for each in order with its bytes (valid only
-// during the call; nil and missing=true when the file does not exist). A read past the end gives no bytes.
-// An error from fn stops the statement.
+// readMatchedSQL reads pieces ($3 offsets, $4 lengths) of one file whose path is not ASCII, found by
+// resolveSQL from $1 and $2. The path is an uncorrelated scalar subquery, resolved once; a file that vanished
+// gives NULL rows (pg_read_binary_file is strict), as a missing file does with missing_ok.
+const readMatchedSQL = resolveSQL + "SELECT r.i, pg_read_binary_file(" + resolvedSQL + ", r.o, r.l, true) FROM unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS r(o, l, i)"
+
+// ReadRanges reads the ranges and calls fn for each in order with its bytes (valid only during the call; nil
+// and missing=true when the file does not exist). A read past the end gives no bytes. An error from fn stops
+// the statement. A run of ranges whose paths are ASCII is one statement (readRangesSQL), so a batch without
+// other names is exactly one; each run of ranges of one file whose path is not ASCII is one statement of
+// readMatchedSQL.
 func (c *Conn) ReadRanges(ctx context.Context, rs []Range, fn func(i int, data []byte, missing bool) error) error {
-	paths := make([]string, len(rs))
-	offs := make([]int64, len(rs))
-	lens := make([]int64, len(rs))
-	for i, r := range rs {
-		paths[i], offs[i], lens[i] = r.Path, r.Offset, r.Length
+	for start := 0; start < len(rs); {
+		end := start + 1
+		var query string
+		var args []any
+		if asciiPath(rs[start].Path) {
+			for end < len(rs) && asciiPath(rs[end].Path) {
+				end++
+			}
+			paths := make([]string, end-start)
+			for i, r := range rs[start:end] {
+				paths[i] = r.Path
+			}
+			query, args = readRangesSQL, []any{paths}
+		} else {
+			for end < len(rs) && rs[end].Path == rs[start].Path {
+				end++
+			}
+			prefix, rest := splitPath(rs[start].Path)
+			query, args = readMatchedSQL, []any{prefix, rest}
+		}
+		offs := make([]int64, end-start)
+		lens := make([]int64, end-start)
+		for i, r := range rs[start:end] {
+			offs[i], lens[i] = r.Offset, r.Length
+		}
+		base := start
+		if err := c.readPieces(ctx, query, append(args, offs, lens), end-start, func(i int, data []byte, missing bool) error {
+			return fn(base+i, data, missing)
+		}); err != nil {
+			return err
+		}
+		start = end
 	}
+	return nil
+}
+
+// readPieces runs a statement whose rows are (ordinal, bytea), n of them in ordinal order from 1, and calls
+// fn for each.
+func (c *Conn) readPieces(ctx context.Context, query string, args []any, n int, fn func(i int, data []byte, missing bool) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rows, err := c.pg.Query(ctx, readRangesSQL, paths, offs, lens)
+	rows, err := c.pg.Query(ctx, query, args...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	n := 0
+	k := 0
 	for rows.Next() {
 		v := rows.RawValues()
-		if len(v) != 2 || len(v[0]) != 8 || binary.BigEndian.Uint64(v[0]) != uint64(n+1) || n >= len(rs) {
-			return fmt.Errorf("pg_read_binary_file: row %d is not the piece asked for", n+1)
+		if len(v) != 2 || len(v[0]) != 8 || binary.BigEndian.Uint64(v[0]) != uint64(k+1) || k >= n {
+			return fmt.Errorf("pg_read_binary_file: row %d is not the piece asked for", k+1)
 		}
-		if err := fn(n, v[1], v[1] == nil); err != nil {
+		if err := fn(k, v[1], v[1] == nil); err != nil {
 			cancel() // stop the server sending the rest
 			return err
 		}
-		n++
+		k++
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if n != len(rs) {
-		return fmt.Errorf("pg_read_binary_file: %d rows for %d pieces", n, len(rs))
+	if k != n {
+		return fmt.Errorf("pg_read_binary_file: %d rows for %d pieces", k, n)
 	}
 	return nil
 }

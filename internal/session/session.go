@@ -74,6 +74,7 @@ type session struct {
 	buf     []byte
 	zbuf    []byte
 	stop    wal.LSN // pg_backup_stop's LSN, once returned
+	standby bool    // the server was in recovery when the backup started
 }
 
 // Run holds one backup session and writes the chunk stream to stdout. It returns nil only when the backup is
@@ -131,16 +132,14 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 
 func (s *session) begin() error {
 	ctx := s.ctx
-	rec, err := s.conn.InRecovery(ctx)
-	if err != nil {
+	var err error
+	if s.standby, err = s.conn.InRecovery(ctx); err != nil {
 		return err
 	}
-	if rec {
-		return cliapp.WithHint(errors.New("the server is a standby: backups from a standby are not supported yet"), "back up the primary")
+	if s.standby {
+		s.o.Log.Info("the server is a standby: WAL is copied as far as it has replayed")
 	}
-	if s.magic, err = wal.PageMagic(s.conn.Version); err != nil {
-		return err
-	}
+	s.magic = s.conn.Major.WALPageMagic
 	segSize, err := s.conn.WALSegmentSize(ctx)
 	if err != nil {
 		return err
@@ -181,15 +180,11 @@ func (s *session) begin() error {
 	}
 	startLSN, err := s.conn.StartBackup(ctx, label, s.o.Fast)
 	if err != nil {
-		return cliapp.WithHint(fmt.Errorf("start backup: %w", err), "the role needs EXECUTE on pg_backup_start(text, boolean) (13/14: pg_start_backup(text, boolean, boolean))")
+		return cliapp.WithHint(fmt.Errorf("start backup: %w", err), "the role needs EXECUTE on "+s.conn.Major.StartFunction())
 	}
-	name, err := s.conn.WALFileName(ctx, startLSN)
+	tli, err := s.startTimeline(startLSN)
 	if err != nil {
 		return err
-	}
-	tli, err := strconv.ParseUint(name[:8], 16, 32)
-	if err != nil {
-		return fmt.Errorf("bad WAL file name %q", name)
 	}
 	var nonce [4]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
@@ -213,6 +208,37 @@ func (s *session) begin() error {
 }
 
 func (s *session) flush() error { return s.out.Flush() }
+
+// startTimeline returns the timeline of the backup's start LSN. pg_walfile_name fails during recovery, so
+// the timeline comes from the server's files on a primary and a standby alike: pg_control read after
+// pg_backup_start names the timeline of the latest checkpoint or restartpoint, which is the start's or a
+// later one, and that timeline's history file says where each earlier one ended (timeline.c).
+func (s *session) startTimeline(start wal.LSN) (uint32, error) {
+	_, info, err := s.readControl()
+	if err != nil {
+		return 0, err
+	}
+	current := info.CheckpointTimeline
+	if current == 0 {
+		return 0, errors.New("pg_control names no timeline")
+	}
+	if current == 1 {
+		return 1, nil
+	}
+	path := "pg_wal/" + wal.HistoryFileName(current)
+	data, missing, err := s.conn.ReadFile(s.ctx, nil, path, 0, 1<<24)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	if missing {
+		return 0, fmt.Errorf("the server is on timeline %d but has no %s", current, path)
+	}
+	hist, err := wal.ParseHistory(data)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return wal.TimelineOf(start, current, hist), nil
+}
 
 // lockedWriter serialises whole-record writes (each chunkstream record is one Write) with flushes.
 type lockedWriter struct {
@@ -406,13 +432,19 @@ func (s *session) waitForStop(stdin io.Reader) error {
 	}
 }
 
-// copyCompletedWAL copies every segment the flush position has passed, and checks the slot.
+// copyCompletedWAL copies every segment the server's WAL position (WALPosition: flush on a primary, replay
+// on a standby) has passed, and, once pg_backup_stop returned, the segment holding the stop LSN as soon as
+// the position has reached it: a standby's stop segment completes only when the primary writes more, which
+// the backup must not wait for. It also checks the slot, and that a standby is still one.
 func (s *session) copyCompletedWAL() error {
-	flush, err := s.conn.FlushLSN(s.ctx)
+	pos, rec, err := s.conn.WALPosition(s.ctx)
 	if err != nil {
 		return fmt.Errorf("backup session: %w", err)
 	}
-	for s.nextSeg.End() <= flush {
+	if s.standby && !rec {
+		return cliapp.WithHint(errors.New("the standby was promoted during the backup"), "take the backup again, from the new primary or a standby")
+	}
+	for s.nextSeg.End() <= pos || (s.stop != 0 && s.nextSeg.Start() < s.stop && s.stop <= pos) {
 		if err := s.copySegment(s.nextSeg); err != nil {
 			return err
 		}
@@ -510,6 +542,9 @@ func (s *session) finish() error {
 		return fmt.Errorf("stop backup: %w", err)
 	}
 	s.stop = stop
+	if s.standby {
+		s.o.Log.Info("waiting for the standby to replay WAL through %s", stop)
+	}
 	// the WAL through stop is in segments up to the one holding the byte before it (XLByteToPrevSeg)
 	last := wal.SegmentOf(stop-1, s.start.Timeline, uint64(s.start.WALSegmentSize))
 	deadline := time.Now().Add(5 * time.Minute)
@@ -521,7 +556,7 @@ func (s *session) finish() error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("WAL segment %s was not completed within 5 minutes of pg_backup_stop", s.nextSeg.Name())
+			return fmt.Errorf("WAL through %s (segment %s) was not on the server within 5 minutes of pg_backup_stop", stop, s.nextSeg.Name())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -546,6 +581,11 @@ func (s *session) copyHistoryFiles() error {
 	for _, e := range entries {
 		if !wal.IsHistoryFileName(e.Name) || e.IsDir {
 			continue
+		}
+		// a standby that moved to a later timeline (its upstream promoted) may have stopped on it, where the
+		// segment names computed from the start's timeline are not the WAL of the backup
+		if tli, _ := strconv.ParseUint(e.Name[:8], 16, 32); s.standby && uint32(tli) > s.start.Timeline {
+			return cliapp.WithHint(fmt.Errorf("the standby moved from timeline %d to %d during the backup", s.start.Timeline, tli), "take the backup again")
 		}
 		path := "pg_wal/" + e.Name
 		data, missing, err := s.conn.ReadFile(s.ctx, nil, path, 0, 1<<24)

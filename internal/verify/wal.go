@@ -5,6 +5,7 @@ import (
 	"io"
 	"regexp"
 
+	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -87,12 +88,9 @@ func (c *walChecker) firstPage(path string, page []byte) {
 	if !c.haveSysID {
 		c.sysID, c.haveSysID = binary.LittleEndian.Uint64(page[24:]), true
 	}
-	for major := 13; major <= 18; major++ {
-		if m, _ := wal.PageMagic(major * 10000); m == c.magic {
-			return
-		}
+	if _, err := pgversion.ForPageMagic(c.magic); err != nil {
+		c.v.report(path, "%v", err)
 	}
-	c.v.report(path, "WAL page magic 0x%04X of no PostgreSQL version pgbb knows (13 to 18)", c.magic)
 }
 
 // finish reports the segments of the WAL ranges that were not found; missing says why.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // LSN is a WAL location (XLogRecPtr).
@@ -81,25 +82,6 @@ func ParseSegmentName(name string, size uint64) (Segment, error) {
 
 // IsHistoryFileName reports whether name is a timeline history file (TLI.history).
 func IsHistoryFileName(name string) bool { return historyNamePattern.MatchString(name) }
-
-// PageMagic returns XLOG_PAGE_MAGIC of a server major version (xlog_internal.h of that branch).
-func PageMagic(serverVersionNum int) (uint16, error) {
-	switch serverVersionNum / 10000 {
-	case 13:
-		return 0xD106, nil
-	case 14:
-		return 0xD10D, nil
-	case 15:
-		return 0xD110, nil
-	case 16:
-		return 0xD113, nil
-	case 17:
-		return 0xD116, nil
-	case 18:
-		return 0xD118, nil
-	}
-	return 0, fmt.Errorf("PostgreSQL %d is not supported (pgbb knows the WAL format of 13 to 18)", serverVersionNum/10000)
-}
 
 // Page header flags (xlp_info).
 const (
@@ -181,4 +163,56 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// HistoryFileName is the name of timeline tli's history file in pg_wal (TLHistoryFileName).
+func HistoryFileName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
+
+// TimelineSwitch is one line of a timeline history file: WAL before SwitchLSN belongs to Parent (or to an
+// ancestor of it), timeline.c's TimeLineHistoryEntry.
+type TimelineSwitch struct {
+	Parent    uint32
+	SwitchLSN LSN
+}
+
+// ParseHistory parses a timeline history file (timeline.c, readTimeLineHistory): lines "parentTLI
+// switchpoint reason", blank lines and lines starting with '#' ignored. The parents must increase, as
+// must the switch points.
+func ParseHistory(data []byte) ([]TimelineSwitch, error) {
+	var out []TimelineSwitch
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("timeline history line %d: want a timeline and a switch point", i+1)
+		}
+		tli, err := strconv.ParseUint(f[0], 10, 32)
+		if err != nil || tli == 0 {
+			return nil, fmt.Errorf("timeline history line %d: bad timeline %q", i+1, f[0])
+		}
+		lsn, err := ParseLSN(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("timeline history line %d: %w", i+1, err)
+		}
+		if n := len(out); n > 0 && (uint32(tli) <= out[n-1].Parent || lsn < out[n-1].SwitchLSN) {
+			return nil, fmt.Errorf("timeline history line %d: timelines and switch points must increase", i+1)
+		}
+		out = append(out, TimelineSwitch{Parent: uint32(tli), SwitchLSN: lsn})
+	}
+	return out, nil
+}
+
+// TimelineOf returns the timeline that WAL at lsn belongs to, seen from timeline current whose history
+// is given (nil for timeline 1): the first parent whose switch point is after lsn, else current
+// (timeline.c, tliOfPointInHistory).
+func TimelineOf(lsn LSN, current uint32, history []TimelineSwitch) uint32 {
+	for _, h := range history {
+		if lsn < h.SwitchLSN {
+			return h.Parent
+		}
+	}
+	return current
 }

@@ -98,3 +98,30 @@ func TestCheckPagesAcceptsZeroTailAfterSwitch(t *testing.T) {
 		t.Fatal("zero first page accepted")
 	}
 }
+
+// A history file as a server on timeline 3 holds it (timeline.c writes "parent\tswitchpoint\treason").
+func TestTimelineOfFollowsTheHistory(t *testing.T) {
+	hist, err := ParseHistory([]byte("1\t0/3000158\tno recovery target specified\n\n# comment\n2\t0/5000000\tbefore 2000-01-01 00:00:00+00\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		lsn  LSN
+		want uint32
+	}{{0x1000000, 1}, {0x3000157, 1}, {0x3000158, 2}, {0x4ffffff, 2}, {0x5000000, 3}, {0x9000000, 3}} {
+		if got := TimelineOf(c.lsn, 3, hist); got != c.want {
+			t.Errorf("TimelineOf(%s) = %d, want %d", c.lsn, got, c.want)
+		}
+	}
+	if got := TimelineOf(0x1000000, 1, nil); got != 1 {
+		t.Errorf("timeline 1 without history: %d", got)
+	}
+	if HistoryFileName(10) != "0000000A.history" {
+		t.Errorf("history file name %s", HistoryFileName(10))
+	}
+	for _, bad := range []string{"x\t0/1\n", "1\n", "1\tzz\n", "2\t0/5\n1\t0/6\n", "1\t0/6\n2\t0/5\n", "0\t0/1\n"} {
+		if _, err := ParseHistory([]byte(bad)); err == nil {
+			t.Errorf("ParseHistory(%q) accepted", bad)
+		}
+	}
+}
