@@ -133,3 +133,18 @@ func TestRulesFollowTheMajor(t *testing.T) {
 		t.Errorf("17: WAL dirs %v", got)
 	}
 }
+
+// Names are bytes: CheckPath takes any bytes but NUL and '/' in a component (a Latin-1 name, invalid UTF-8,
+// control characters), and still refuses what could leave the directory or name it twice.
+func TestCheckPathNamesAreBytes(t *testing.T) {
+	for _, p := range []string{"caf\xe9.conf", "d\xe9j\xe0/r\xe9sum\xe9", "na\xc3\xafve", "\xff", "a\tb\\c\n", "..\xe9", ".\x80", "a/...", "x/\xc0\xae\xc0\xae/y"} {
+		if err := CheckPath(p); err != nil {
+			t.Errorf("CheckPath(%q): %v", p, err)
+		}
+	}
+	for _, p := range []string{"", "/etc/passwd", "/", "a//b", "a/", "..", ".", "a/../b", "\xe9/../x", "\xe9/./x", "caf\xe9\x00", "a/\x00/b"} {
+		if err := CheckPath(p); err == nil {
+			t.Errorf("CheckPath(%q) accepted", p)
+		}
+	}
+}

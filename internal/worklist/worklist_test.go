@@ -570,3 +570,27 @@ func TestPartItemsCarryARangeThatIsNotTheLast(t *testing.T) {
 		t.Fatalf("empty p range accepted: %v", err)
 	}
 }
+
+// Names that are not valid in any particular encoding travel as their bytes: a Latin-1 name, one in a
+// directory with such a name, and valid UTF-8, each through a line and a Reader.
+func TestItemRoundTripNamesAreBytes(t *testing.T) {
+	var list strings.Builder
+	var want []Item
+	for i, p := range []string{"caf\xe9.conf", "d\xe9j\xe0/r\xe9sum\xe9", "na\xc3\xafve", "d\xe9j\xe0/back\\slash\ttab"} {
+		it := Item{Seq: uint64(i + 1), Kind: File, Length: 42, Path: p}
+		line := FormatItem(it)
+		checkLineChars(t, line, 4)
+		list.WriteString(line + "\n")
+		want = append(want, it)
+	}
+	rd := NewReader(strings.NewReader(list.String()), "list")
+	for _, w := range want {
+		l, err := rd.Next()
+		if err != nil || l.Item == nil || *l.Item != w {
+			t.Fatalf("read %+v, %v; want %+v", l.Item, err, w)
+		}
+	}
+	if _, err := rd.Next(); err != io.EOF {
+		t.Fatalf("after the items: %v", err)
+	}
+}
