@@ -3,7 +3,7 @@ GO      ?= go
 PREFIX  ?= /usr/local
 BINDIR  := bin
 
-.PHONY: all build test unit demo install clean deps fuzz soak bench
+.PHONY: all build test test-matrix unit demo install clean deps fuzz soak bench
 
 all: build
 
@@ -11,15 +11,25 @@ build:
 	$(GO) build -o $(BINDIR)/ ./cmd/...
 
 # Installs what the tests and the demo need (PostgreSQL 15 server and client tools, GNU parallel) when
-# missing; a no-op where they are present.
+# missing, and the server binaries of the other majors the version tests use (cached); a no-op where they
+# are present.
 deps:
 	scripts/install-deps
+	scripts/install-pg-majors $(MAJORS_TEST) >/dev/null
 
 # The whole suite: pure packages and the end-to-end pipelines against real PostgreSQL servers.
+MAJORS_TEST ?= 15 18
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...
 	$(MAKE) fuzz FUZZTIME=10s
+
+# The version tests (primary under load, standby under its primary's load, restore oracle with each major's
+# stock verifier) on every supported major; make test runs them on 15 and 18. The server binaries of the
+# majors other than Debian's 15 are fetched once by scripts/install-pg-majors and cached.
+MAJORS ?= 13 14 15 16 17 18
+test-matrix: deps build
+	PGBB_MAJORS="$(MAJORS)" $(GO) test -count=1 -timeout 60m -run 'TestEveryMajorUnderLoad|TestStandbyUnderPrimaryLoad|TestStandbyPromotedDuringBackup' -v ./e2e
 
 # Short runs of every fuzz target (the corpora in testdata/fuzz are replayed by every go test as well).
 FUZZTIME ?= 60s

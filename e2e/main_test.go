@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,10 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: FAIL: missing", strings.Join(missing, ", "), "(install them, or set PGBB_ALLOW_SKIP=1 to skip on purpose)")
 		return 1
 	}
+	if err := installMajors(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: FAIL:", err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "pgbb-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -68,6 +73,56 @@ func runMain(m *testing.M) int {
 	}
 	binDir = dir
 	return m.Run()
+}
+
+// majors are the PostgreSQL majors the version tests run against: PGBB_MAJORS ("13 14 15 16 17 18" in
+// make test-matrix), else 15 and 18.
+var majors []int
+
+// installMajors makes the server binaries of every major in PGBB_MAJORS available through
+// scripts/install-pg-majors (fetched once, then cached) and exports PGBB_PGBIN_<major> for pgtest.
+func installMajors() error {
+	list := os.Getenv("PGBB_MAJORS")
+	if list == "" {
+		list = "15 18"
+	}
+	args := strings.Fields(list)
+	for _, a := range args {
+		m, err := strconv.Atoi(a)
+		if err != nil {
+			return fmt.Errorf("PGBB_MAJORS: %q is not a major version", a)
+		}
+		majors = append(majors, m)
+	}
+	cmd := exec.Command(filepath.Join(repoDir, "scripts", "install-pg-majors"), args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("scripts/install-pg-majors %s: %v", list, err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		major, dir, ok := strings.Cut(line, "\t")
+		if !ok {
+			return fmt.Errorf("scripts/install-pg-majors printed %q", line)
+		}
+		if os.Getenv("PGBB_PGBIN_"+major) == "" {
+			os.Setenv("PGBB_PGBIN_"+major, dir)
+		}
+	}
+	return nil
+}
+
+// stockTools is the directory of the stock PostgreSQL 18 client tools (pg_verifybackup, pg_basebackup,
+// pg_combinebackup, pg_waldump): PGBB_PG18BIN, else ../shared/pg18/bin beside the repository.
+func stockTools() (string, error) {
+	d := os.Getenv("PGBB_PG18BIN")
+	if d == "" {
+		d = filepath.Join(repoDir, "..", "shared", "pg18", "bin")
+	}
+	if _, err := os.Stat(filepath.Join(d, "pg_verifybackup")); err != nil {
+		return "", fmt.Errorf("no stock PostgreSQL 18 client tools in %s (set PGBB_PG18BIN): %v", d, err)
+	}
+	return d, nil
 }
 
 // result is a finished command.

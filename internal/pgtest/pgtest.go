@@ -71,6 +71,11 @@ type Options struct {
 	// after start) when AuthMethod is "scram-sha-256". When non-empty it is
 	// also included in DSN and exported as PGPASSWORD to Command/ServerCommand.
 	Password string
+	// InitArgs are extra initdb arguments (--wal-segsize=64, ...).
+	InitArgs []string
+	// BinDir is the directory of the server binaries (initdb, postgres) to use; "" means BinDir(). See
+	// MajorBinDir for the other majors.
+	BinDir string
 }
 
 // Cluster is a running (or stopped) throwaway PostgreSQL server. Fields are
@@ -122,13 +127,34 @@ func BinDir() string {
 	return defaultBinDir
 }
 
+// MajorBinDir returns the directory of the server binaries of a PostgreSQL major: the environment
+// variable PGBB_PGBIN_<major> when set (the e2e tests set it from scripts/install-pg-majors), else BinDir()
+// when its postgres is that major.
+func MajorBinDir(major int) (string, error) {
+	if d := os.Getenv(fmt.Sprintf("PGBB_PGBIN_%d", major)); d != "" {
+		return d, nil
+	}
+	out, err := exec.Command(filepath.Join(BinDir(), "postgres"), "--version").Output()
+	if err == nil {
+		// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+		f := strings.Fields(string(out))
+		if len(f) > 2 {
+			if m, _ := strconv.Atoi(strings.SplitN(f[2], ".", 2)[0]); m == major {
+				return BinDir(), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("pgtest: no PostgreSQL %d server binaries: run scripts/install-pg-majors %d and set PGBB_PGBIN_%d to the directory it prints", major, major, major)
+}
+
 // Available reports whether clusters can be created: it returns nil if initdb
 // and postgres exist (as executable files) in BinDir and, when running as
 // root, the "postgres" OS user exists. Otherwise the error describes what is
 // missing. Tests that want to skip instead of fail should check it before
 // calling New.
-func Available() error {
-	dir := BinDir()
+func Available() error { return availableIn(BinDir()) }
+
+func availableIn(dir string) error {
 	var missing []string
 	for _, name := range []string{"initdb", "postgres"} {
 		p := filepath.Join(dir, name)
@@ -334,6 +360,13 @@ func mkServerDir(parent, pattern string, mode os.FileMode) (string, error) {
 	return d, nil
 }
 
+func binDirOf(opt Options) string {
+	if opt.BinDir != "" {
+		return opt.BinDir
+	}
+	return BinDir()
+}
+
 func newClusterShell(opt Options) (*Cluster, error) {
 	if err := checkServerCanTraverse(filepath.Join(os.TempDir(), "x")); err != nil {
 		return nil, err
@@ -350,7 +383,7 @@ func newClusterShell(opt Options) (*Cluster, error) {
 	}
 	return &Cluster{
 		Host:      "127.0.0.1",
-		BinDir:    BinDir(),
+		BinDir:    binDirOf(opt),
 		User:      superuser,
 		SocketDir: sock,
 		LogFile:   filepath.Join(base, "server.log"),
@@ -377,7 +410,7 @@ func newClusterShell(opt Options) (*Cluster, error) {
 // normal and replication connections.
 func New(t testing.TB, opt Options) *Cluster {
 	t.Helper()
-	if err := Available(); err != nil {
+	if err := availableIn(binDirOf(opt)); err != nil {
 		t.Fatal(err)
 	}
 	method := opt.AuthMethod
@@ -406,6 +439,7 @@ func New(t testing.TB, opt Options) *Cluster {
 	if opt.GroupReadable {
 		args = append(args, "-g")
 	}
+	args = append(args, opt.InitArgs...)
 	initdb := c.serverCmd(filepath.Join(c.BinDir, "initdb"), args...)
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("pgtest: initdb failed: %v\n%s", err, out)
@@ -468,8 +502,15 @@ func Start(t testing.TB, dir string) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(abs, "PG_VERSION")); err != nil {
+	version, err := os.ReadFile(filepath.Join(abs, "PG_VERSION"))
+	if err != nil {
 		t.Fatalf("pgtest: %s does not look like a data directory: %v", abs, err)
+	}
+	// the server binaries of the directory's major
+	major, _ := strconv.Atoi(strings.TrimSpace(string(version)))
+	bin, err := MajorBinDir(major)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if su, err := serverUser(); err != nil {
 		t.Fatal(err)
@@ -486,7 +527,7 @@ func Start(t testing.TB, dir string) *Cluster {
 			t.Fatal(err)
 		}
 	}
-	c, err := newClusterShell(Options{})
+	c, err := newClusterShell(Options{BinDir: bin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -605,13 +646,14 @@ func (c *Cluster) clientEnv() []string {
 }
 
 // toolPath resolves a client/server tool name: a name containing a slash is
-// used as is; otherwise BinDir/name if it exists, else /usr/bin/name, else a
+// used as is; otherwise the cluster's BinDir/name if it exists, else the default BinDir()/name (the
+// server binaries of other majors come without client tools), else /usr/bin/name, else a
 // $PATH lookup, else BinDir/name (so the error mentions that path).
 func (c *Cluster) toolPath(name string) string {
 	if strings.ContainsRune(name, '/') {
 		return name
 	}
-	for _, p := range []string{filepath.Join(c.BinDir, name), filepath.Join("/usr/bin", name)} {
+	for _, p := range []string{filepath.Join(c.BinDir, name), filepath.Join(BinDir(), name), filepath.Join("/usr/bin", name)} {
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p
 		}

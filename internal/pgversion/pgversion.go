@@ -44,6 +44,14 @@ type Major struct {
 	// excludeFiles: .DS_Store from 17).
 	ExcludedFiles []string
 
+	// ReservedConnectionsSetting: the branch has reserved_connections, slots kept for roles with
+	// pg_use_reserved_connections besides superuser_reserved_connections (16 on; postinit.c).
+	ReservedConnectionsSetting bool
+
+	// IdleSessionTimeoutSetting: the branch has idle_session_timeout (14 on), which a backup session
+	// turns off.
+	IdleSessionTimeoutSetting bool
+
 	// StatsTempDirSetting: the branch has the stats_temp_directory setting, whose directory basebackup.c
 	// also empties (13 and 14; removed in 15 with the shared-memory statistics).
 	StatsTempDirSetting bool
@@ -79,17 +87,19 @@ var majors = []Major{
 	{Major: 13, LegacyBackupAPI: true, WALPageMagic: 0xD106, ControlVersion: 1300, ControlCRCOffset: 288, ManifestVersion: 1,
 		WALDirs: []string{"archive_status"}, StatsTempDirSetting: true},
 	{Major: 14, LegacyBackupAPI: true, WALPageMagic: 0xD10D, ControlVersion: 1300, ControlCRCOffset: 288, ManifestVersion: 1,
-		WALDirs: []string{"archive_status"}, StatsTempDirSetting: true},
+		WALDirs: []string{"archive_status"}, StatsTempDirSetting: true, IdleSessionTimeoutSetting: true},
 	{Major: 15, WALPageMagic: 0xD110, ControlVersion: 1300, ControlCRCOffset: 288, ManifestVersion: 1,
-		WALDirs: []string{"archive_status"}},
+		WALDirs: []string{"archive_status"}, IdleSessionTimeoutSetting: true},
 	{Major: 16, WALPageMagic: 0xD113, ControlVersion: 1300, ControlCRCOffset: 288, ManifestVersion: 1,
-		WALDirs: []string{"archive_status"}},
+		WALDirs: []string{"archive_status"}, IdleSessionTimeoutSetting: true, ReservedConnectionsSetting: true},
 	{Major: 17, WALPageMagic: 0xD116, ControlVersion: 1700, ControlCRCOffset: 288, ManifestVersion: 2,
-		WALDirs: []string{"archive_status", "summaries"}, ExcludedFiles: []string{".DS_Store"}},
+		WALDirs: []string{"archive_status", "summaries"}, ExcludedFiles: []string{".DS_Store"},
+		IdleSessionTimeoutSetting: true, ReservedConnectionsSetting: true},
 	// 18 adds default_char_signedness (one byte) before the 32-byte mock authentication nonce: the CRC moves
 	// from 288 to 292 (the next 4-byte boundary after 257+32)
 	{Major: 18, WALPageMagic: 0xD118, ControlVersion: 1800, ControlCRCOffset: 292, ManifestVersion: 2,
-		WALDirs: []string{"archive_status", "summaries"}, ExcludedFiles: []string{".DS_Store"}},
+		WALDirs: []string{"archive_status", "summaries"}, ExcludedFiles: []string{".DS_Store"},
+		IdleSessionTimeoutSetting: true, ReservedConnectionsSetting: true},
 }
 
 // Supported lists the supported majors, oldest first.

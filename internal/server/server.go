@@ -80,7 +80,7 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 	}
 	if session {
 		sets := []string{"SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0"}
-		if c.Version >= 140000 {
+		if c.Major.IdleSessionTimeoutSetting {
 			sets = append(sets, "SET idle_session_timeout = 0")
 		}
 		for _, s := range sets {
