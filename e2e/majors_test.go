@@ -61,6 +61,9 @@ func (s *source) backupAndRestore(t *testing.T, from *source, what string) strin
 		}
 		os.Remove(filepath.Join(dest, "standby.signal"))
 	}
+	if from.major == 13 {
+		wantFrom = strings.Replace(wantFrom, "primary", "master", 1) // 13's word for it (xlog.c)
+	}
 	if !strings.Contains(string(label), wantFrom) {
 		t.Fatalf("%s: backup_label says\n%s\nwant %q", what, label, wantFrom)
 	}
