@@ -956,11 +956,10 @@ func TestTamperPrelude(t *testing.T) {
 	}
 }
 
-// Known bug, kept skipped so that the suite passes; see the report that came with these tests. A prelude with
-// no record after it (a stream cut right after its prelude, or an extra prelude after the last record) ends
-// with io.EOF, although docs/chunk-stream.md says a cut at any offset is an error and bytes after the last
-// record that are not a complete stream must be rejected.
-func TestKnownBugBarePreludeIsAcceptedAsAStream(t *testing.T) {
+// A prelude with no record after it (a stream cut right after its prelude, or an extra prelude after the
+// last record) is an error: docs/chunk-stream.md says a cut at any offset is one, and bytes after the last
+// record that are not a complete stream are rejected.
+func TestBarePreludeIsRejected(t *testing.T) {
 	s := smallStream(t)
 	mustFail(t, "cut right after the prelude", s[:12])
 	mustFail(t, "prelude after the last record", append(bytes.Clone(s), s[:12]...))
@@ -1090,11 +1089,9 @@ func FuzzReader(f *testing.F) {
 	})
 }
 
-// Known bug, kept skipped so that the suite passes; see the report that came with these tests. Close reads the
-// record count under the lock, releases it and only then writes Z, so a record written by another goroutine in
-// between makes Z's count disagree with its number: the stream is unreadable. The Writer is documented as safe
-// for concurrent use; a write racing Close should either land before Z or fail with "write after close".
-func TestKnownBugCloseRacesWithWrites(t *testing.T) {
+// The Writer is safe for concurrent use, Close included: a write racing Close lands before Z, whose count
+// then includes it, or fails with "write after close"; the stream stays readable.
+func TestCloseRacingWritesKeepsTheStreamReadable(t *testing.T) {
 	for iter := 0; iter < 2000; iter++ {
 		var buf bytes.Buffer
 		sw, err := NewWriter(&buf, "p", testID)

@@ -463,17 +463,16 @@ func TestReaderErrorNamesLineNumber(t *testing.T) {
 	}
 }
 
-// Known deviations from docs/worklist.md, kept skipped so that the suite passes; see the report that came with
-// these tests. Remove the Skip once the reader is fixed.
-
-func TestKnownBugUppercaseHexEscapeAccepted(t *testing.T) {
+// docs/worklist.md: escapes are \xHH with lowercase hex digits only, so a path has one spelling.
+func TestUppercaseHexEscapeIsRejected(t *testing.T) {
 	line := "1\tf\t0\t0\ta\\x5Cb"
 	if l, err := ParseLine(line); err == nil {
 		t.Fatalf("ParseLine(%q) = %s, want a bad escape error", line, show(l))
 	}
 }
 
-func TestKnownBugUnterminatedLastLineAccepted(t *testing.T) {
+// docs/worklist.md: every line ends with a newline, so a list cut inside its last line is an error.
+func TestUnterminatedLastLineIsRejected(t *testing.T) {
 	// "5\tf\t0\t8192\tbase/1/112\n" cut inside the path: item 5 becomes another file.
 	in := "4\tf\t0\t8192\tbase/1/111\n5\tf\t0\t8192\tbase/1/11"
 	got, err := readAll(t, in)
