@@ -68,7 +68,14 @@ func TestUnwritableDestFails(t *testing.T) {
 	c := pgtest.New(t, pgtest.Options{})
 	ro := mountTmpfs(t, "size=1m,ro")
 	r := run(t, 2*time.Minute, env(), script, c.DSN(), filepath.Join(ro, "dest"))
-	expectFailure(t, r, time.Minute, "pgbb-pack", "read-only file system")
+	// refused before anything starts
+	expectFailure(t, r, 10*time.Second, "pgbb-basebackup", "read-only file system")
+	if r.code != 2 || strings.Contains(r.stderr, "pgbb-xlog") {
+		t.Errorf("exit %d, want 2 before a backup starts:\n%s", r.code, r.stderr)
+	}
+	// and by pgbb-pack, on its own
+	p := run(t, time.Minute, env(), bin("pgbb-pack"), "-D", filepath.Join(ro, "dest"), os.DevNull)
+	expectFailure(t, p, 10*time.Second, "pgbb-pack", "read-only file system")
 }
 
 // A password from PGPASSWORD or ~/.pgpass never appears in output, files or command lines either.

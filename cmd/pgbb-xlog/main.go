@@ -21,7 +21,8 @@ func main() {
 			"forwards CMD's chunk stream on stdout, interleaved with the WAL. When CMD exits 0: copies\n" +
 			"global/pg_control, calls pg_backup_stop and copies the remaining WAL. Without CMD it prints\n" +
 			"PGBB_BACKUP_ID on stderr and runs until a line \"stop\" on stdin (finish the backup) or SIGINT or\n" +
-			"SIGTERM (abandon it). The DSN may also come from PGBB_DSN, which keeps a password off command lines.",
+			"SIGTERM (abandon it). The DSN may also come from PGBB_DSN, which keeps a password off command lines.\n" +
+			"With --check it only checks that a backup can run, and exits.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Value: "fast", Usage: "fast or spread"},
 			&cli.StringFlag{Name: "label", Aliases: []string{"l"}, Value: "pgbb base backup", Usage: "backup label"},
@@ -30,6 +31,8 @@ func main() {
 			&cli.IntFlag{Name: "compress-level", Value: 1, Usage: "xz level: 1 (fastest, default), 2 or 3"},
 			&cli.BoolFlag{Name: "no-slot", Usage: "do not create the temporary replication slot"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
+			&cli.BoolFlag{Name: "check", Usage: "only check that a backup can run (the grants, free connections for the session and --jobs) and exit: 0 when it can, 2 when not"},
+			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "with --check: the fetch jobs that will run at once, each on its own connection"},
 		},
 		Action: func(c *cli.Context) error {
 			dsn, child, err := splitArgs(c.Args().Slice(), os.Args[1:])
@@ -45,6 +48,15 @@ func main() {
 				return cliapp.Usage("use -c fast or -c spread", "invalid checkpoint argument %q", c.String("checkpoint"))
 			}
 			log.Verbose = c.Bool("verbose")
+			if c.Bool("check") {
+				if len(child) > 0 {
+					return cliapp.Usage("pgbb-xlog --check [--jobs N] [DSN]", "--check runs no command")
+				}
+				if c.Int("jobs") < 0 {
+					return cliapp.Usage("give the number of fetch jobs that will run at once", "bad --jobs %d", c.Int("jobs"))
+				}
+				return session.Check(c.Context, session.CheckOptions{DSN: cliapp.DSN(dsn, server.Password), Jobs: c.Int("jobs"), Log: log})
+			}
 			return session.Run(c.Context, session.Options{
 				DSN:      cliapp.DSN(dsn, server.Password),
 				Label:    c.String("label"),

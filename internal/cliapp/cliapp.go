@@ -32,6 +32,10 @@ type Error struct {
 	Code int
 	Err  error
 	Hint string
+	// Consequence marks a failure caused by another part of the pipeline failing first (the sink closed,
+	// the reader of stdout went away, a signal from the parent): Main prints it as "prog: stopped: …", so
+	// that the cause, printed by the part that failed first as "prog: error: …", stands out.
+	Consequence bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -42,16 +46,31 @@ func Usage(hint, format string, a ...any) error {
 	return &Error{Code: ExitUsage, Err: fmt.Errorf(format, a...), Hint: hint}
 }
 
-// WithHint attaches a hint to err (exit 1 unless err already carries a code).
+// WithHint attaches a hint to err, replacing any hint it carries; the exit code stays err's (1 unless err
+// already carries one).
 func WithHint(err error, hint string) error {
 	if err == nil {
 		return nil
 	}
 	var e *Error
-	if errors.As(err, &e) && e.Hint == "" {
-		return &Error{Code: e.Code, Err: err, Hint: hint}
+	if errors.As(err, &e) {
+		return &Error{Code: e.Code, Err: err, Hint: hint, Consequence: e.Consequence}
 	}
 	return &Error{Code: ExitFailure, Err: err, Hint: hint}
+}
+
+// Consequence marks err as caused by a failure elsewhere in the pipeline (exit 1): see Error.Consequence.
+func Consequence(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Code: ExitFailure, Err: err, Consequence: true}
+}
+
+// IsConsequence reports whether err was marked by Consequence.
+func IsConsequence(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Consequence
 }
 
 var (
@@ -128,17 +147,28 @@ func Main(app *cli.App) {
 	code := ExitFailure
 	var e *Error
 	hint := ""
+	level := "error"
 	if errors.As(err, &e) {
 		code = e.Code
 		hint = e.Hint
+		if e.Consequence {
+			level = "stopped"
+		}
 	}
 	if interrupted && e == nil {
+		// SIGINT or SIGTERM: from the user, or from a part of the pipeline that failed and says why
 		err = fmt.Errorf("interrupted: %w", err)
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted")
+		}
+		level = "stopped"
 	}
-	fmt.Fprintf(os.Stderr, "%s: error: %s\n", prog, Redact(err.Error()))
+	msg := fmt.Sprintf("%s: %s: %s\n", prog, level, Redact(err.Error()))
 	if hint != "" {
-		fmt.Fprintf(os.Stderr, "%s: hint: %s\n", prog, Redact(hint))
+		msg += fmt.Sprintf("%s: hint: %s\n", prog, Redact(hint))
 	}
+	// one write: the error and its hint stay adjacent when many processes share stderr
+	io.WriteString(os.Stderr, msg)
 	os.Exit(code)
 }
 

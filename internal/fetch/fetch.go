@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
@@ -96,18 +97,36 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		}
 	}
 
-	out, commit, abort, err := openOutput(o, stdout)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	out, commit, abort, closed, err := openOutput(ctx, o, stdout)
 	if err != nil {
 		return err
 	}
+	// A sink that ends (pgbb-pack failed, or stopped every stream after another part failed) ends this job
+	// at once, even in a connect or a query that writes nothing for a while.
+	go func() {
+		select {
+		case <-closed:
+			cancel(errSinkEnded)
+		case <-ctx.Done():
+		}
+	}()
 	defer func() {
 		if err != nil {
+			if o.Sink != "" && sinkEnded(ctx, err) {
+				err = cliapp.Consequence(errSinkEnded)
+			}
 			abort()
 		}
 	}()
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
 	if err != nil {
-		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
+		hint := "check the connection string, PG* variables and that the server is running"
+		if server.ErrorCode(err) == server.TooManyConnections {
+			hint = "every fetch job takes a connection: run fewer jobs (pgbb-basebackup -j), raise max_connections, or close idle connections"
+		}
+		return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
 	}
 	defer conn.Close()
 	bw := bufio.NewWriterSize(out, 256<<10)
@@ -168,6 +187,14 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		return err
 	}
 	return commit()
+}
+
+// errSinkEnded is why a job stops when its sink connection ends before its stream does.
+var errSinkEnded = errors.New("the sink ended this stream: pgbb-pack (or pgbb-xlog) failed or stopped, and says why")
+
+// sinkEnded reports whether err comes from the sink's end of the connection: it was closed, or reset.
+func sinkEnded(ctx context.Context, err error) bool {
+	return context.Cause(ctx) == errSinkEnded || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 type fetcher struct {
@@ -414,38 +441,43 @@ func (f *fetcher) closeReread() {
 	}
 }
 
-// openOutput returns the writer and how to finish or abandon it. A file output is written under a temporary
-// name and renamed only on success.
-func openOutput(o Options, stdout *os.File) (io.Writer, func() error, func(), error) {
+// openOutput returns the writer, how to finish or abandon it, and a channel closed when a sink ends the
+// connection (nil, never ready, for other outputs). A file output is written under a temporary name and
+// renamed only on success.
+func openOutput(ctx context.Context, o Options, stdout *os.File) (io.Writer, func() error, func(), <-chan struct{}, error) {
 	target := o.Output
 	if o.OutputDir != "" {
 		var r [6]byte
 		if _, err := rand.Read(r[:]); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		target = filepath.Join(o.OutputDir, fmt.Sprintf("fetch-%d-%s.stream", os.Getpid(), hex.EncodeToString(r[:])))
 	}
 	if target == "" && o.Sink != "" {
-		c, err := sink.Dial(o.Sink)
+		c, err := sink.DialContext(ctx, o.Sink)
 		if err != nil {
-			return nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to the sink: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
+			if _, serr := os.Stat(filepath.Dir(o.Sink)); ctx.Err() != nil || serr != nil || errors.Is(err, syscall.ECONNREFUSED) {
+				// the sink has ended (pgbb-basebackup removes its directory when the run fails), and says why
+				return nil, nil, nil, nil, cliapp.Consequence(fmt.Errorf("connect to the sink: %w", err))
+			}
+			return nil, nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to the sink: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
 		}
 		// an unfinished stream (abort) lacks its end record, and pgbb-xlog fails the backup
-		return c, c.Close, func() { c.Close() }, nil
+		return c, c.Close, func() { c.Close() }, sink.Closed(c), nil
 	}
 	if target == "" || target == "-" {
 		if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
-		return stdout, func() error { return nil }, func() {}, nil
+		return stdout, func() error { return nil }, func() {}, nil, nil
 	}
 	tmp := target + ".tmp"
 	if strings.HasSuffix(target, ".tmp") {
-		return nil, nil, nil, cliapp.Usage("choose another name", "output name %q ends in .tmp, which pgbb uses for unfinished files", target)
+		return nil, nil, nil, nil, cliapp.Usage("choose another name", "output name %q ends in .tmp, which pgbb uses for unfinished files", target)
 	}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	commit := func() error {
 		if err := f.Sync(); err != nil {
@@ -465,5 +497,5 @@ func openOutput(o Options, stdout *os.File) (io.Writer, func() error, func(), er
 		return d.Sync()
 	}
 	abort := func() { f.Close(); os.Remove(tmp) }
-	return f, commit, abort, nil
+	return f, commit, abort, nil, nil
 }

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -74,7 +75,8 @@ type session struct {
 	buf     []byte
 	zbuf    []byte
 	stop    wal.LSN // pg_backup_stop's LSN, once returned
-	standby bool    // the server was in recovery when the backup started
+	stdout  *os.File
+	standby bool // the server was in recovery when the backup started
 }
 
 // Run holds one backup session and writes the chunk stream to stdout. It returns nil only when the backup is
@@ -85,7 +87,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	if o.Delay <= 0 {
 		o.Delay = time.Second
 	}
-	s := &session{ctx: ctx, o: o}
+	s := &session{ctx: ctx, o: o, stdout: stdout}
 	switch o.Compress {
 	case "", "none":
 	case "xz":
@@ -122,6 +124,10 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	}
 	if err == nil {
 		err = s.finish()
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		// pgbb-pack went away and says why
+		return cliapp.Consequence(fmt.Errorf("the reader of the stream (pgbb-pack) has gone: %w", err))
 	}
 	if err != nil && server.ErrorCode(err) == "57P01" && s.slot != "" {
 		return cliapp.WithHint(err, "the server ended the backup session: an administrator, a shutdown, or the backup's replication slot "+
@@ -316,18 +322,36 @@ func (s *session) runChild() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.o.Child[0], err)
 	}
-	killed := false
-	kill := func() {
-		if !killed {
-			killed = true
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		}
-	}
+	pgid := cmd.Process.Pid
 	fwdDone := make(chan error, 1)
 	go func() { fwdDone <- s.forward(pipe, "child output") }()
 	waitDone := make(chan error, 1)
+	waiting := false
+	startWait := func() {
+		if !waiting {
+			waiting = true
+			go func() { waitDone <- cmd.Wait() }()
+		}
+	}
 	var fwdErr, waitErr error
 	fwdOpen, childRunning := true, true
+	// stop ends the base copy after a failure and returns once nothing of its process group is left: the
+	// jobs under xargs are in it (GNU parallel ends its own jobs on SIGTERM), and none may go on using the
+	// server or the sink after this process has exited.
+	stop := func() {
+		syscall.Kill(-pgid, syscall.SIGTERM)
+		startWait()
+		if childRunning {
+			select {
+			case waitErr = <-waitDone:
+			case <-time.After(stopGrace):
+				syscall.Kill(-pgid, syscall.SIGKILL)
+				waitErr = <-waitDone
+			}
+			childRunning = false
+		}
+		awaitGroupExit(pgid)
+	}
 	tick := time.NewTicker(s.o.Delay)
 	defer tick.Stop()
 	for fwdOpen || childRunning {
@@ -335,42 +359,101 @@ func (s *session) runChild() error {
 		case fwdErr = <-fwdDone:
 			fwdOpen = false
 			if fwdErr != nil {
-				kill()
+				stop()
 			} else if childRunning {
-				go func() { waitDone <- cmd.Wait() }()
+				startWait()
 			}
 		case waitErr = <-waitDone:
 			childRunning = false
 		case <-sinkFailed:
-			kill()
+			stop()
 			return k.Err()
 		case <-tick.C:
+			if readerGone(s.stdout) {
+				stop()
+				return cliapp.Consequence(errors.New("the reader of the stream (pgbb-pack) has gone"))
+			}
 			if err := s.copyCompletedWAL(); err != nil {
-				kill()
+				stop()
 				return err
 			}
 		case <-s.ctx.Done():
-			kill()
+			stop()
 			return s.ctx.Err()
-		}
-		if !fwdOpen && fwdErr != nil && childRunning {
-			// the child's output is unusable; reap the child after SIGTERM
-			go func() { waitDone <- cmd.Wait() }()
-			<-waitDone
-			childRunning = false
 		}
 	}
 	if fwdErr != nil {
 		return fmt.Errorf("child output: %w", fwdErr)
 	}
 	if waitErr != nil {
-		return fmt.Errorf("base copy %q failed: %w", strings.Join(s.o.Child, " "), waitErr)
+		stop() // what the child left behind (xargs does not wait for its jobs after a job's exit 255)
+		return childFailed(s.o.Child[0], waitErr)
 	}
 	if k != nil {
 		return k.Finish()
 	}
 	return nil
 }
+
+// stopGrace is how long a stopped base copy gets to exit after SIGTERM before SIGKILL.
+const stopGrace = 3 * time.Second
+
+// awaitGroupExit waits until no process of group pgid is left, sending SIGKILL to what is left after
+// stopGrace; it gives up after a second stopGrace (a zombie nobody reaps).
+func awaitGroupExit(pgid int) {
+	deadline := time.Now().Add(stopGrace)
+	killed := false
+	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			if killed {
+				return
+			}
+			syscall.Kill(-pgid, syscall.SIGKILL)
+			killed, deadline = true, time.Now().Add(stopGrace)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// childFailed says how the base copy ended, naming the command only: its arguments may be a whole script.
+// An exit status is a consequence (the part that failed has said why); a signal is news.
+func childFailed(name string, err error) error {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			return fmt.Errorf("the base copy (%s) was killed by signal %d (%v)", filepath.Base(name), st.Signal(), st.Signal())
+		}
+		return cliapp.Consequence(fmt.Errorf("the base copy (%s) exited with status %d", filepath.Base(name), ee.ExitCode()))
+	}
+	return fmt.Errorf("the base copy (%s) failed: %w", filepath.Base(name), err)
+}
+
+// readerGone reports whether f is a pipe whose reader has closed it: poll says POLLERR without any write.
+func readerGone(f *os.File) bool {
+	if f == nil {
+		return false
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	gone := false
+	rc.Control(func(fd uintptr) {
+		pfd := struct {
+			fd              int32
+			events, revents int16
+		}{fd: int32(fd)}
+		n, _, e := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&pfd)), 1, 0)
+		gone = e == 0 && n == 1 && pfd.revents&(pollErr|pollHup) != 0
+	})
+	return gone
+}
+
+// poll(2) events that say the other end of a pipe has closed.
+const (
+	pollErr = 0x8
+	pollHup = 0x10
+)
 
 // forward copies the child's records whole into the output. An empty output is allowed (the child may
 // write its streams to files, as with xargs).

@@ -5,10 +5,12 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -171,21 +173,75 @@ func (k *Sink) Stop() {
 	k.wg.Wait()
 }
 
-// Dial connects a job to the sink at path. A pgbb-pack that is still starting gets ten seconds to create
-// the socket; a full accept queue (EAGAIN) is waited out the same way.
-func Dial(path string) (*net.UnixConn, error) {
-	var c net.Conn
-	var err error
-	for i := 0; i < 200; i++ {
-		if c, err = net.Dial("unix", path); err == nil {
+// Dial is DialContext without a context.
+func Dial(path string) (*net.UnixConn, error) { return DialContext(context.Background(), path) }
+
+// Dial waits: how long for a socket not yet created or a full accept queue, how long for a socket nobody
+// listens on, and between tries.
+const (
+	dialWait        = 10 * time.Second
+	dialRefusedWait = 200 * time.Millisecond
+	dialRetry       = 50 * time.Millisecond
+)
+
+// DialContext connects a job to the sink at path. A pgbb-pack that is still starting gets ten seconds to
+// create the socket, and a full accept queue (EAGAIN) is waited out the same way; but a sink that has ended
+// fails the dial at once, so that jobs started after a failure do not linger: the socket's directory is
+// gone (pgbb-basebackup removes it when the run fails), or the socket is there and nobody listens
+// (ECONNREFUSED past the moment between bind and listen). Cancelling ctx ends the wait.
+func DialContext(ctx context.Context, path string) (*net.UnixConn, error) {
+	var d net.Dialer
+	start := time.Now()
+	var refused time.Time // since when the socket is there and refuses
+	for {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
 			uc := c.(*net.UnixConn)
 			uc.SetWriteBuffer(buffer)
 			return uc, nil
 		}
-		if !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.EAGAIN) {
-			break
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			refused = time.Time{}
 		}
-		time.Sleep(50 * time.Millisecond)
+		switch {
+		case errors.Is(err, syscall.ENOENT):
+			if _, serr := os.Stat(filepath.Dir(path)); serr != nil {
+				return nil, err
+			}
+		case errors.Is(err, syscall.ECONNREFUSED):
+			if refused.IsZero() {
+				refused = time.Now()
+			} else if time.Since(refused) >= dialRefusedWait {
+				return nil, fmt.Errorf("%w (the sink has ended)", err)
+			}
+		case errors.Is(err, syscall.EAGAIN):
+		default:
+			return nil, err
+		}
+		if time.Since(start) >= dialWait {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(dialRetry):
+		}
 	}
-	return nil, err
+}
+
+// Closed returns a channel closed when the sink ends c: the reader never writes to a job, so a read returns
+// only when the reader has closed the connection (it failed, or every stream was stopped) or c was closed
+// here. A job watches it to stop at once rather than at its next write.
+func Closed(c net.Conn) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		var b [1]byte
+		for {
+			if _, err := c.Read(b[:]); err != nil {
+				close(done)
+				return
+			}
+		}
+	}()
+	return done
 }

@@ -1,9 +1,11 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -116,5 +118,63 @@ func TestStopEndsStreams(t *testing.T) {
 	}
 	if k.Err() != nil {
 		t.Fatalf("Err after Stop = %v", k.Err())
+	}
+}
+
+// A job dialing a sink that has ended fails at once instead of waiting for the socket to come.
+func TestDialFailsFastOnAnEndedSink(t *testing.T) {
+	dir := t.TempDir()
+	// the socket's directory is gone (pgbb-basebackup removed it after a failure)
+	start := time.Now()
+	if _, err := DialContext(context.Background(), filepath.Join(dir, "gone", "sink")); err == nil {
+		t.Fatal("dial without a directory succeeded")
+	}
+	// a socket nobody listens on (its pgbb-pack was killed)
+	path := filepath.Join(dir, "sink")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := DialContext(context.Background(), path); err == nil {
+		t.Fatal("dial of a dead socket succeeded")
+	}
+	os.Remove(path)
+	// not there yet, and the job is told to stop
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := DialContext(ctx, path); err == nil {
+		t.Fatal("dial of a missing socket succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+// A sink that starts late is waited for; Closed fires when the sink ends the connection.
+func TestDialWaitsForALateSinkAndSeesItEnd(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sink")
+	conns := make(chan net.Conn, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		k, err := Listen(path, func(c net.Conn, n int) error { conns <- c; time.Sleep(100 * time.Millisecond); return nil })
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		t.Cleanup(k.Stop)
+	}()
+	c, err := DialContext(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closed := Closed(c)
+	<-conns
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Closed did not fire after the sink closed the connection")
 	}
 }

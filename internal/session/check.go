@@ -1,0 +1,72 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/server"
+)
+
+// CheckOptions for Check.
+type CheckOptions struct {
+	DSN  string
+	Jobs int // fetch jobs that will run at once; 0 checks for the session alone
+	Log  *cliapp.Logger
+}
+
+// Check is the pre-flight of a backup: on one short connection it asks whether the run can start and
+// finish, and refuses (exit 2, nothing started) when it cannot: the role lacks
+// EXECUTE on a function the backup calls, or fewer connections are free than the session and o.Jobs fetch
+// jobs hold at once (pgbb-list runs before the jobs, on one). The figures are a snapshot: other clients may
+// take the slots before the jobs do, and a connection pooler's limits are not the server's.
+func Check(ctx context.Context, o CheckOptions) error {
+	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", false)
+	if err != nil {
+		hint := "check the connection string, PG* variables and that the server is running"
+		if server.ErrorCode(err) == server.TooManyConnections {
+			hint = "the server has no connection free for the backup: close idle connections or raise max_connections"
+		}
+		return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
+	}
+	defer conn.Close()
+	missing, err := conn.MissingGrants(ctx)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		var grants []string
+		for _, f := range missing {
+			grants = append(grants, "GRANT EXECUTE ON FUNCTION "+f+" TO "+conn.User)
+		}
+		return cliapp.Usage(strings.Join(grants, "; "), "role %q may not execute %s, which the backup calls", conn.User, strings.Join(missing, ", "))
+	}
+	h, err := conn.ConnectionHeadroom(ctx)
+	if err != nil {
+		return err
+	}
+	free, by := h.Free()
+	free++ // this connection ends before the run starts
+	need := 1 + max(o.Jobs, 1)
+	o.Log.Info("connections: the run needs %d at once; %d free for role %s (max_connections %d, %d reserved, %d in use)", need, free, conn.User, h.MaxConnections, h.Reserved, h.InUse-1)
+	if free < need {
+		what := fmt.Sprintf("max_connections = %d, %d in use", h.MaxConnections, h.InUse-1)
+		if h.Reserved > 0 {
+			what = fmt.Sprintf("max_connections = %d, %d reserved for superusers, %d in use", h.MaxConnections, h.Reserved, h.InUse-1)
+		}
+		switch by {
+		case "the role's connection limit":
+			what = fmt.Sprintf("CONNECTION LIMIT %d of role %s, %d in use", h.RoleLimit, conn.User, h.RoleInUse-1)
+		case "the database's connection limit":
+			what = fmt.Sprintf("CONNECTION LIMIT %d of the database, %d in use", h.DBLimit, h.DBInUse-1)
+		}
+		hint := "close idle connections, or raise " + by
+		if free >= 2 {
+			hint = fmt.Sprintf("run at most %d jobs (pgbb-basebackup -j %d), close idle connections, or raise %s", free-1, free-1, by)
+		}
+		return cliapp.Usage(hint, "%d fetch jobs and the backup session need %d connections at once, but role %s can open %d (%s)",
+			max(o.Jobs, 1), need, conn.User, free, what)
+	}
+	return nil
+}
