@@ -1,10 +1,7 @@
 package pack
 
 import (
-	"errors"
 	"fmt"
-	"github.com/pgbb/pgbb/internal/pgversion"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pgbb/pgbb/internal/pgversion"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -36,20 +35,8 @@ type plainTarget struct {
 	files     map[string]bool   // files written, relative to dest
 	tsTargets []string          // tablespace directories filled
 	disk
-	open  map[string]*os.File // files being written, kept open between chunks
-	parts map[string][]part   // the chunks stored in each file, for its checksum
-	sums  map[string]fileSum  // each complete file's size and CRC32C
-}
-
-// part is one stored chunk of a file.
-type part struct {
-	off, n int64
-	crc    uint32
-}
-
-type fileSum struct {
-	size int64
-	crc  uint32
+	open map[string]*os.File // files being written, kept open between chunks
+	sums map[string]fileSum  // each complete file's size and CRC32C, as the ledger proved them
 }
 
 // maxOpen bounds the files kept open between chunks; a file beyond it is reopened per chunk.
@@ -59,7 +46,7 @@ func (t *plainTarget) begin(s *chunkstream.BackupStart, major pgversion.Major, d
 	t.walDirs = major.WALDirPaths()
 	t.dirMode, t.fileMode = dirMode, fileMode
 	t.dirs, t.links, t.files = map[string]bool{}, map[string]string{}, map[string]bool{}
-	t.open, t.parts, t.sums = map[string]*os.File{}, map[string][]part{}, map[string]fileSum{}
+	t.open, t.sums = map[string]*os.File{}, map[string]fileSum{}
 	if err := os.Chmod(t.dest, dirMode); err != nil {
 		return err
 	}
@@ -140,8 +127,6 @@ func (t *plainTarget) chunk(c *chunkstream.Chunk) error {
 		return err
 	}
 	t.files[c.Path] = true
-	// rawData checked c.RawCRC against the bytes written
-	t.parts[c.Path] = append(t.parts[c.Path], part{off: int64(c.Offset), n: int64(len(raw)), crc: c.RawCRC})
 	return nil
 }
 
@@ -210,28 +195,9 @@ func (t *plainTarget) closeFile(path string) error {
 	return nil
 }
 
-// sumOf is the CRC32C of a file's first size bytes from the checksums of its chunks, which fetch computed
-// and pgbb-pack checked against the bytes; ok is false when the chunks do not tile the file exactly.
-func sumOf(parts []part, size int64) (crc uint32, ok bool) {
-	sort.Slice(parts, func(i, j int) bool { return parts[i].off < parts[j].off })
-	var at int64
-	for _, p := range parts {
-		if p.off >= size {
-			break
-		}
-		if p.off != at || p.off+p.n > size {
-			return 0, false
-		}
-		crc = crc32c.Combine(crc, p.crc, p.n)
-		at += p.n
-	}
-	return crc, at == size
-}
-
-func (t *plainTarget) fileDone(path string, size int64, present bool) error {
+func (t *plainTarget) fileDone(path string, sum fileSum, present bool) error {
 	full := filepath.Join(t.dest, path)
-	parts := t.parts[path]
-	delete(t.parts, path)
+	size := sum.size
 	if !present {
 		if err := t.closeFile(path); err != nil {
 			return err
@@ -263,33 +229,38 @@ func (t *plainTarget) fileDone(path string, size int64, present bool) error {
 		return err
 	}
 	t.files[path] = true
-	if crc, ok := sumOf(parts, size); ok {
-		t.sums[path] = fileSum{size: size, crc: crc}
-	}
+	t.sums[path] = sum
 	return nil
 }
 
-func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manifest.File, error) {
+func (t *plainTarget) writeControl(control []byte) error {
 	for _, d := range append([]string{"global", "pg_wal"}, t.walDirs...) {
 		if err := t.mkdirs(d); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	// pg_control after every other data file (invariant 5)
 	if err := t.writeAt(controlfile.Path, 0, control); err != nil {
-		return nil, err
+		return err
 	}
 	if err := t.closeFile(controlfile.Path); err != nil {
-		return nil, err
+		return err
 	}
 	t.files[controlfile.Path] = true
 	t.sums[controlfile.Path] = fileSum{size: int64(len(control)), crc: crc32c.Checksum(control)}
-	// backup_label exactly as pg_backup_stop returned it (invariant 4)
+	return nil
+}
+
+// writeLabel writes backup_label; not tablespace_map (see plainTarget).
+func (t *plainTarget) writeLabel(end *chunkstream.BackupEnd) error {
 	if err := t.writeWhole(t.dest, "backup_label", end.BackupLabel, t.fileMode); err != nil {
-		return nil, err
+		return err
 	}
 	t.files["backup_label"] = true
 	t.sums["backup_label"] = fileSum{size: int64(len(end.BackupLabel)), crc: crc32c.Checksum(end.BackupLabel)}
+	return nil
+}
+
+func (t *plainTarget) finish() ([]manifest.File, error) {
 	for p := range t.open {
 		if err := t.closeFile(p); err != nil {
 			return nil, err
@@ -344,11 +315,15 @@ func (t *plainTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]mani
 // syncWorkers is how many files are fsynced at once.
 const syncWorkers = 8
 
-// syncAndSum fsyncs a written file and returns its manifest entry: the size and CRC32C from its chunks'
-// checksums (the bytes actually stored, invariant 6) or, when those do not tile the file, from reading it
-// back. It is called from several goroutines at once and only reads the target's maps.
+// syncAndSum fsyncs a written file and returns its manifest entry: the size and CRC32C the ledger proved
+// from its chunks' checksums (the bytes actually stored, invariant 6), checked against the size on disk.
+// It is called from several goroutines at once and only reads the target's maps.
 func (t *plainTarget) syncAndSum(path string) (manifest.File, error) {
-	if sum, ok := t.sums[path]; ok && t.noSync {
+	sum, ok := t.sums[path]
+	if !ok {
+		return manifest.File{}, fmt.Errorf("%s: written but never proved whole", path)
+	}
+	if t.noSync {
 		// nothing to read or sync: one lstat for the size check and the time
 		fi, err := os.Lstat(filepath.Join(t.dest, path))
 		if err != nil {
@@ -364,21 +339,6 @@ func (t *plainTarget) syncAndSum(path string) (manifest.File, error) {
 		return manifest.File{}, err
 	}
 	defer f.Close()
-	sum, ok := t.sums[path]
-	if !ok {
-		buf := make([]byte, 1<<20)
-		for {
-			n, err := f.Read(buf)
-			sum.crc = crc32c.Update(sum.crc, buf[:n])
-			sum.size += int64(n)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return manifest.File{}, err
-			}
-		}
-	}
 	if err := t.syncFile(f); err != nil {
 		return manifest.File{}, fmt.Errorf("fsync %s: %w", path, err)
 	}

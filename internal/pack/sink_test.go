@@ -2,12 +2,13 @@ package pack
 
 import (
 	"bytes"
-	"github.com/pgbb/pgbb/internal/chunkstream"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
 
 	"github.com/pgbb/pgbb/internal/sink"
 )

@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"github.com/pgbb/pgbb/internal/pgversion"
 	"io"
 	"os"
 	"os/user"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgbb/pgbb/internal/pgversion"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -185,7 +186,8 @@ func (t *tarTarget) chunk(c *chunkstream.Chunk) error {
 	return nil
 }
 
-func (t *tarTarget) fileDone(path string, size int64, present bool) error {
+func (t *tarTarget) fileDone(path string, sum fileSum, present bool) error {
+	size := sum.size
 	chunks := t.pending[path]
 	delete(t.pending, path)
 	defer t.release(chunks)
@@ -202,29 +204,20 @@ func (t *tarTarget) fileDone(path string, size int64, present bool) error {
 	if err := t.header(a, &h); err != nil {
 		return err
 	}
-	var at uint64
-	var crc uint32
+	// the ledger proved that the chunks before size tile the file
 	for _, c := range chunks {
 		if c.off >= uint64(size) {
 			break // a range after one that came back short: the file ends before it
 		}
-		if c.off != at || c.off+uint64(c.rawLen) > uint64(size) {
-			return fmt.Errorf("%s: chunks do not cover the file at offset %d", path, at)
-		}
 		if _, err := io.Copy(a.w, io.NewSectionReader(t.spool, c.pos, c.n)); err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
-		crc = crc32c.Combine(crc, c.rawCRC, int64(c.rawLen))
-		at += uint64(c.rawLen)
-	}
-	if at != uint64(size) {
-		return fmt.Errorf("%s: %d of %d bytes arrived", path, at, size)
 	}
 	if err := t.pad(a, size); err != nil {
 		return err
 	}
 	if a.name != "pg_wal.tar.xz" {
-		t.entries = append(t.entries, manifest.File{Path: path, Size: size, Modified: t.now, CRC32C: crc})
+		t.entries = append(t.entries, manifest.File{Path: path, Size: size, Modified: t.now, CRC32C: sum.crc})
 	}
 	return nil
 }
@@ -273,30 +266,29 @@ func (t *tarTarget) whole(path string, raw []byte) error {
 	return nil
 }
 
-func (t *tarTarget) commit(control []byte, end *chunkstream.BackupEnd) ([]manifest.File, error) {
-	if len(t.pending) > 0 {
-		for p := range t.pending {
-			return nil, fmt.Errorf("%s: chunks of a file that never completed", p)
-		}
+func (t *tarTarget) writeControl(control []byte) error {
+	for p := range t.pending {
+		return fmt.Errorf("%s: chunks of a file that never completed", p)
 	}
 	for _, d := range append([]string{"pg_wal"}, t.walDirs...) {
 		if err := t.dir(d); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	// pg_control after every other data file (invariant 5); backup_label and tablespace_map exactly as
-	// pg_backup_stop returned them (invariant 4)
-	if err := t.whole(controlfile.Path, control); err != nil {
-		return nil, err
-	}
+	return t.whole(controlfile.Path, control)
+}
+
+func (t *tarTarget) writeLabel(end *chunkstream.BackupEnd) error {
 	if err := t.whole("backup_label", end.BackupLabel); err != nil {
-		return nil, err
+		return err
 	}
 	if len(end.TablespaceMap) > 0 {
-		if err := t.whole("tablespace_map", end.TablespaceMap); err != nil {
-			return nil, err
-		}
+		return t.whole("tablespace_map", end.TablespaceMap)
 	}
+	return nil
+}
+
+func (t *tarTarget) finish() ([]manifest.File, error) {
 	for _, a := range t.archives {
 		// the end of an archive: two zero blocks
 		if err := t.small(a, make([]byte, 1024)); err != nil {

@@ -1,0 +1,127 @@
+package pack
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+// The completeness proof and the commit: the one place that orders the last writes of a backup.
+
+// commit proves the backup complete, then has the target write the last files in the only order pgbb
+// writes them: pg_control after every other data file (invariant 5), then backup_label and tablespace_map
+// (invariant 4), then everything durable, and then, last, backup_manifest, the commit marker
+// (invariant 10).
+func (p *packer) commit() error {
+	if p.start == nil {
+		return errors.New("no backup start record: pgbb-xlog's stream is missing")
+	}
+	if p.end == nil {
+		return cliapp.WithHint(errors.New("no backup end record: the backup did not finish"), "see pgbb-xlog's messages for why")
+	}
+	if p.trailer == nil {
+		return errors.New("the work list's trailer never arrived: the list or the fetch job that read its end failed")
+	}
+	n := *p.trailer
+	var missing []uint64
+	for i := uint64(1); i <= n; i++ {
+		if st := p.items[i]; st == nil || !st.done {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d of %d work items never arrived (first: %d): a fetch job failed", len(missing), n, missing[0])
+	}
+	for i, st := range p.items {
+		if i > n || !st.done {
+			return fmt.Errorf("item %d is not in the work list of %d items", i, n)
+		}
+	}
+	for path, fp := range p.files {
+		if !fp.done {
+			return fmt.Errorf("%s: some of its ranges never arrived", path)
+		}
+	}
+	if p.control == nil {
+		return errors.New("global/pg_control never arrived")
+	}
+	info, _ := controlfile.Parse(p.control)
+	if info.SystemID != p.start.SystemID {
+		return errors.New("pg_control belongs to another cluster")
+	}
+	if p.end.StopTimeline != p.start.Timeline {
+		return errors.New("the timeline changed during the backup")
+	}
+	if p.end.StopLSN <= p.start.StartLSN {
+		return errors.New("stop LSN is not after start LSN")
+	}
+	segSize := uint64(p.start.WALSegmentSize)
+	first := wal.SegmentOf(wal.LSN(p.start.StartLSN), p.start.Timeline, segSize)
+	last := wal.SegmentOf(wal.LSN(p.end.StopLSN-1), p.start.Timeline, segSize)
+	for no := first.No; no <= last.No; no++ {
+		seg := wal.Segment{Timeline: p.start.Timeline, No: no, Size: segSize}
+		if ws := p.walFiles[seg.Name()]; ws == nil || !ws.complete {
+			return fmt.Errorf("WAL segment %s is missing: the WAL from %s to %s is not complete", seg.Name(), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
+		}
+	}
+	for name, ws := range p.walFiles {
+		if !ws.complete {
+			return fmt.Errorf("WAL segment %s is incomplete", name)
+		}
+	}
+	if err := p.out.writeControl(p.control); err != nil {
+		return err
+	}
+	if err := p.out.writeLabel(p.end); err != nil {
+		return err
+	}
+	entries, err := p.out.finish()
+	if err != nil {
+		return err
+	}
+	if len(p.badPages) > 0 {
+		return p.reportBadPages()
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
+	body := manifest.Build(p.major.ManifestVersion, p.start.SystemID, entries,
+		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
+	if err := p.disk.writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
+		return err
+	}
+	p.o.Log.Info("backup complete: %d files, WAL %s to %s", len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
+	return nil
+}
+
+// reportBadPages lists the files and blocks that failed checksum verification, with a total.
+func (p *packer) reportBadPages() error {
+	paths := make([]string, 0, len(p.badPages))
+	total := 0
+	for path, blocks := range p.badPages {
+		paths = append(paths, path)
+		total += len(blocks)
+	}
+	sort.Strings(paths)
+	for _, path := range paths {
+		blocks := p.badPages[path]
+		sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+		list := make([]string, 0, len(blocks))
+		for i, b := range blocks {
+			if i == 20 {
+				list = append(list, fmt.Sprintf("and %d more", len(blocks)-20))
+				break
+			}
+			list = append(list, strconv.FormatUint(b, 10))
+		}
+		p.o.Log.Warn("checksum verification failed in file %q, blocks %s", path, strings.Join(list, ", "))
+	}
+	return &cliapp.Error{Code: cliapp.ExitBadPage, Err: fmt.Errorf("%w: %d pages in %d files; the backup in %s is kept, without backup_manifest", errBadPages, total, len(paths), p.dest),
+		Hint: "the source cluster has corrupt pages: check it (pg_amcheck, pg_checksums on a stopped copy); to take a backup anyway, pass --no-verify-checksums to pgbb-fetch"}
+}

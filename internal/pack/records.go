@@ -1,0 +1,246 @@
+package pack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/wal"
+	"github.com/pgbb/pgbb/internal/worklist"
+)
+
+// Record dispatch: inputs are read stream by stream, each record checked for framing, CRC and numbering
+// outside the lock (chunkstream), then handed to the ledger under it.
+
+func (p *packer) readInput(in string, stdin io.Reader) error {
+	if in == "-" {
+		return p.readStream(stdin, "stdin", false)
+	}
+	fi, err := os.Stat(in)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		f, err := os.Open(in)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return p.readStream(f, in, false)
+	}
+	ents, err := os.ReadDir(in)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			return fmt.Errorf("%s: unfinished stream file %s (its writer did not finish)", in, e.Name())
+		}
+		if !strings.HasSuffix(e.Name(), ".stream") || !e.Type().IsRegular() {
+			continue
+		}
+		if err := p.readInput(filepath.Join(in, e.Name()), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readStream reads one input into the ledger. Records are checked (framing, CRC, numbering) outside the
+// ledger's lock, so the streams of a sink are decoded in parallel. A stream from the sink may hold only
+// fetch records.
+func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
+	rd := chunkstream.NewReader(r, name)
+	for {
+		rec, err := rd.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		select {
+		case <-p.quit:
+			p.mu.Unlock()
+			return errors.New("stopped")
+		default:
+		}
+		if fromSink && rec.Type == chunkstream.TypeBegin {
+			if producer, _, err := rec.Begin(); err == nil && producer == "pgbb-xlog" {
+				err = errors.New("pgbb-xlog's stream on the sink: it belongs on pgbb-pack's input")
+				p.mu.Unlock()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		err = p.record(rec)
+		p.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%s: record %d of producer %016x: %w", name, rec.Num, rec.Producer, err)
+		}
+	}
+}
+
+func (p *packer) record(rec *chunkstream.Record) error {
+	switch rec.Type {
+	case chunkstream.TypeBegin:
+		if _, seen := p.producers[rec.Producer]; seen {
+			return errors.New("a producer's stream appears twice")
+		}
+		name, id, err := rec.Begin()
+		if err != nil {
+			return err
+		}
+		p.xlogProds[rec.Producer] = name == "pgbb-xlog"
+		if p.start != nil && id != p.start.BackupID {
+			return fmt.Errorf("stream of backup %s mixed into backup %s", id, p.start.BackupID)
+		}
+		p.producers[rec.Producer] = id
+		return nil
+	case chunkstream.TypeEnd:
+		return nil
+	case chunkstream.TypeBackupStart:
+		if !p.xlogProds[rec.Producer] {
+			return errors.New("backup start record from a producer that is not pgbb-xlog")
+		}
+		return p.backupStart(rec)
+	case chunkstream.TypeBackupEnd:
+		if !p.xlogProds[rec.Producer] {
+			return errors.New("backup end record from a producer that is not pgbb-xlog")
+		}
+	}
+	if p.start == nil {
+		return errors.New("data before the backup start record: read pgbb-xlog's stream first")
+	}
+	if p.producers[rec.Producer] != p.start.BackupID {
+		return fmt.Errorf("stream of backup %s mixed into backup %s", p.producers[rec.Producer], p.start.BackupID)
+	}
+	switch rec.Type {
+	case chunkstream.TypeDir:
+		item, path, err := rec.ItemPath()
+		if err != nil {
+			return err
+		}
+		if err := p.checkItemPath(item, path); err != nil {
+			return err
+		}
+		if p.links[path] {
+			return fmt.Errorf("%q is a tablespace link, not a directory", path)
+		}
+		if err := p.out.dir(path); err != nil {
+			return err
+		}
+		return p.itemDone(item)
+	case chunkstream.TypeLink:
+		item, path, err := rec.ItemPath()
+		if err != nil {
+			return err
+		}
+		if !p.links[path] {
+			return fmt.Errorf("link %q is not a tablespace of this backup", path)
+		}
+		return p.itemDone(item)
+	case chunkstream.TypeChunk:
+		return p.chunk(rec)
+	case chunkstream.TypeOutcome:
+		return p.outcome(rec)
+	case chunkstream.TypeBadPage:
+		item, blk, path, err := rec.BadPage()
+		if err != nil {
+			return err
+		}
+		if err := p.checkItemPath(item, path); err != nil {
+			return err
+		}
+		p.badPages[path] = append(p.badPages[path], blk)
+		return nil
+	case chunkstream.TypeTrailer:
+		n, id, err := rec.Trailer()
+		if err != nil {
+			return err
+		}
+		if id != p.start.BackupID {
+			return fmt.Errorf("work list of backup %s in backup %s", id, p.start.BackupID)
+		}
+		if p.trailer != nil {
+			return errors.New("work-list trailer appears twice")
+		}
+		p.trailer = &n
+		return nil
+	case chunkstream.TypeBackupEnd:
+		if p.end != nil {
+			return errors.New("second backup end record")
+		}
+		e, err := rec.BackupEnd()
+		if err != nil {
+			return err
+		}
+		p.end = &e
+		return nil
+	}
+	return fmt.Errorf("unexpected record type %q", rec.Type)
+}
+
+func (p *packer) backupStart(rec *chunkstream.Record) error {
+	if p.start != nil {
+		return errors.New("second backup start record: streams of two backups are mixed")
+	}
+	s, err := rec.BackupStart()
+	if err != nil {
+		return err
+	}
+	if p.producers[rec.Producer] != s.BackupID {
+		return errors.New("backup start record of another backup")
+	}
+	for prod, id := range p.producers {
+		if id != s.BackupID {
+			return fmt.Errorf("stream %016x of backup %s mixed into backup %s", prod, id, s.BackupID)
+		}
+	}
+	if !worklist.ValidBackupID(s.BackupID) {
+		return fmt.Errorf("bad backup id %q", s.BackupID)
+	}
+	if p.major, err = pgversion.ForServer(int(s.ServerVersion)); err != nil {
+		return err
+	}
+	p.magic = p.major.WALPageMagic
+	if !wal.ValidSegmentSize(uint64(s.WALSegmentSize)) {
+		return fmt.Errorf("bad WAL segment size %d", s.WALSegmentSize)
+	}
+	dirMode, fileMode := os.FileMode(0o700), os.FileMode(0o600)
+	switch s.DirMode {
+	case 0o700:
+	case 0o750:
+		dirMode, fileMode = 0o750, 0o640
+	default:
+		return fmt.Errorf("unexpected data directory mode %04o", s.DirMode)
+	}
+	for _, t := range s.Tablespaces {
+		if t.Location == "" || !filepath.IsAbs(t.Location) {
+			return fmt.Errorf("tablespace %d has location %q: only tablespaces outside the data directory are supported", t.OID, t.Location)
+		}
+		p.links["pg_tblspc/"+strconv.FormatUint(uint64(t.OID), 10)] = true
+	}
+	for old := range p.o.Mappings {
+		found := false
+		for _, t := range s.Tablespaces {
+			found = found || filepath.Clean(t.Location) == old
+		}
+		if !found {
+			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
+		}
+	}
+	p.start = &s
+	if err := p.out.begin(&s, p.major, dirMode, fileMode); err != nil {
+		return err
+	}
+	close(p.started)
+	return nil
+}
