@@ -38,6 +38,7 @@ const (
 	TypeOutcome     byte = 'O'
 	TypeTrailer     byte = 'T'
 	TypeBadPage     byte = 'K'
+	TypeWritten     byte = 'W'
 	TypeBackupEnd   byte = 'E'
 	TypeEnd         byte = 'Z'
 )
@@ -46,6 +47,7 @@ const (
 const (
 	CodecNone byte = 0
 	CodecXZ   byte = 1
+	CodecZstd byte = 2 // one zstd frame (RFC 8878)
 )
 
 // Outcome statuses.
@@ -257,6 +259,30 @@ func (sw *Writer) WriteChunk(c Chunk) error {
 	return sw.writeRecord(TypeChunk, b, c.Data, 0, false)
 }
 
+// Written is a W record: a range of a file that the producer wrote into the target itself (direct writes,
+// docs/direct-write.md), in place of a chunk carrying the bytes.
+type Written struct {
+	Item   uint64
+	Offset uint64
+	Length uint32
+	CRC    uint32 // CRC-32C of the bytes written
+	Path   string
+}
+
+// WriteWritten writes a W record.
+func (sw *Writer) WriteWritten(w Written) error {
+	if w.Length > MaxChunk {
+		return fmt.Errorf("chunkstream: written range of %d bytes exceeds the limit", w.Length)
+	}
+	var b body
+	b.u64(w.Item)
+	b.u64(w.Offset)
+	b.u32(w.Length)
+	b.u32(w.CRC)
+	b.str(w.Path)
+	return sw.write(TypeWritten, b)
+}
+
 // WriteOutcome writes an O record.
 func (sw *Writer) WriteOutcome(o Outcome) error {
 	var b body
@@ -454,7 +480,7 @@ func (rd *Reader) sequence(rec *Record) error {
 		return rd.errf("record %d of producer %016x where %d was due (dropped, duplicated or reordered record)", rec.Num, rec.Producer, next)
 	}
 	switch rec.Type {
-	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd, TypeBadPage:
+	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd, TypeBadPage, TypeWritten:
 	case TypeEnd:
 		d := decoder{b: rec.Body}
 		cnt := d.u64()
@@ -602,11 +628,21 @@ func (r *Record) Chunk() (Chunk, error) {
 		if r.dataCRC(len(c.Data)) != c.RawCRC {
 			return c, fmt.Errorf("chunk at offset %d of %s: data checksum mismatch", c.Offset, c.Path)
 		}
-	case CodecXZ:
+	case CodecXZ, CodecZstd:
 	default:
 		return c, fmt.Errorf("unknown codec %d", c.Codec)
 	}
 	return c, nil
+}
+
+// Written decodes a W record.
+func (r *Record) Written() (Written, error) {
+	d := decoder{b: r.Body}
+	w := Written{Item: d.u64(), Offset: d.u64(), Length: d.u32(), CRC: d.u32(), Path: d.str()}
+	if d.err == nil && w.Length > MaxChunk {
+		return w, fmt.Errorf("written range of %d bytes exceeds the limit", w.Length)
+	}
+	return w, d.done()
 }
 
 // Outcome decodes an O record.

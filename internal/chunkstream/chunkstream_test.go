@@ -51,6 +51,8 @@ func decode(rec *Record) (any, error) {
 		return c, err
 	case TypeOutcome:
 		return rec.Outcome()
+	case TypeWritten:
+		return rec.Written()
 	case TypeTrailer:
 		n, id, err := rec.Trailer()
 		return trailer{n, id}, err
@@ -117,6 +119,8 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteOutcome(o), TypeOutcome, o)
 	ov := Outcome{Item: 4, Status: Vanished, Length: 77, Stored: 0, Path: "base/1/\xff\x00gone"}
 	add(sw.WriteOutcome(ov), TypeOutcome, ov)
+	w := Written{Item: 5, Offset: 1 << 30, Length: 8192, CRC: 0xcafef00d, Path: "base/1/\xe9t\xe9"}
+	add(sw.WriteWritten(w), TypeWritten, w)
 	add(sw.WriteTrailer(4, testID), TypeTrailer, trailer{4, testID})
 	e := BackupEnd{StopLSN: 0x3000100, StopTimeline: 1, BackupLabel: []byte("START WAL LOCATION: 0/3000028\n"),
 		TablespaceMap: []byte("16384 /srv/ts1\n")}
@@ -127,6 +131,7 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteLink(^uint64(0), ""), TypeLink, itemPath{^uint64(0), ""})
 	add(sw.WriteChunk(Chunk{}), TypeChunk, Chunk{})
 	add(sw.WriteOutcome(Outcome{}), TypeOutcome, Outcome{})
+	add(sw.WriteWritten(Written{}), TypeWritten, Written{})
 	add(sw.WriteTrailer(0, ""), TypeTrailer, trailer{0, ""})
 	add(sw.WriteBackupEnd(BackupEnd{}), TypeBackupEnd, BackupEnd{})
 	add(sw.Close(), TypeEnd, end{uint64(len(ws))})
@@ -554,7 +559,7 @@ func TestDecodeRejectsBadBodies(t *testing.T) {
 		{"C fewer bytes than raw length", TypeChunk, cat(chunkHead(4, CodecNone), []byte("abc")), "header says 4"},
 		{"C more bytes than raw length", TypeChunk, cat(chunkHead(2, CodecNone), []byte("abc")), "header says 2"},
 		{"C raw length above limit", TypeChunk, cat(chunkHead(MaxChunk+1, CodecXZ), []byte("abc")), "exceeds the limit"},
-		{"C unknown codec", TypeChunk, cat(chunkHead(3, 2), []byte("abc")), "unknown codec"},
+		{"C unknown codec", TypeChunk, cat(chunkHead(3, 3), []byte("abc")), "unknown codec"},
 		{"O unknown status", TypeOutcome, cat(u64(1), []byte{2}, u64(0), u64(0), []byte{1}, u64(0), str("p")), "unknown outcome status"},
 		{"O bad final flag", TypeOutcome, cat(u64(1), []byte{0}, u64(0), u64(0), []byte{2}, u64(0), str("p")), "bad final flag"},
 		{"O stores more than its range", TypeOutcome, cat(u64(1), []byte{0}, u64(0), u64(5), []byte{1}, u64(6), str("p")), "6 bytes of a 5-byte range"},
@@ -1004,6 +1009,12 @@ func encode(v any) body {
 		b.u64(x.Item)
 		b.u8(x.Status)
 		b.u64(x.Stored)
+		b.str(x.Path)
+	case Written:
+		b.u64(x.Item)
+		b.u64(x.Offset)
+		b.u32(x.Length)
+		b.u32(x.CRC)
 		b.str(x.Path)
 	case trailer:
 		b.u64(x.Count)

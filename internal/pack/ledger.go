@@ -98,42 +98,73 @@ func (p *packer) chunk(rec *chunkstream.Record) error {
 	if err != nil {
 		return err
 	}
-	if c.Offset > 1<<40 || c.Offset+uint64(c.RawLen) > 1<<40 {
-		return fmt.Errorf("%s: offset %d out of range", c.Path, c.Offset)
-	}
 	if c.Item == 0 {
+		if err := checkOffset(c.Path, c.Offset, c.RawLen); err != nil {
+			return err
+		}
 		if !p.xlogProds[rec.Producer] {
 			return fmt.Errorf("%s: item 0 from a producer that is not pgbb-xlog", c.Path)
 		}
 		return p.xlogChunk(&c)
 	}
-	if err := p.checkItemPath(c.Item, c.Path); err != nil {
+	if err := p.itemRange("chunk", c.Item, c.Path, c.Offset, c.RawLen, c.RawCRC); err != nil {
 		return err
 	}
-	st := p.items[c.Item]
+	return p.out.chunk(&c)
+}
+
+// written takes a W record: a range a job wrote into DEST itself, checked as a chunk of the same bytes.
+func (p *packer) written(rec *chunkstream.Record) error {
+	w, err := rec.Written()
+	if err != nil {
+		return err
+	}
+	if err := p.itemRange("written range", w.Item, w.Path, w.Offset, w.Length, w.CRC); err != nil {
+		return err
+	}
+	return p.out.written(&w)
+}
+
+func checkOffset(path string, off uint64, n uint32) error {
+	if off > 1<<40 || off+uint64(n) > 1<<40 {
+		return fmt.Errorf("%s: offset %d out of range", path, off)
+	}
+	return nil
+}
+
+// itemRange checks the next piece of a work item, a chunk's or a written range's (what), and adds it to
+// the item: pieces follow each other from the item's offset under one path, before its outcome.
+func (p *packer) itemRange(what string, item uint64, path string, off uint64, n, crc uint32) error {
+	if err := checkOffset(path, off, n); err != nil {
+		return err
+	}
+	if err := p.checkItemPath(item, path); err != nil {
+		return err
+	}
+	st := p.items[item]
 	if st == nil {
 		st = &itemState{}
-		p.items[c.Item] = st
+		p.items[item] = st
 	}
 	if st.done {
-		return fmt.Errorf("chunk of item %d after its outcome", c.Item)
+		return fmt.Errorf("%s of item %d after its outcome", what, item)
 	}
-	if fp := p.files[c.Path]; fp != nil && fp.done {
-		return fmt.Errorf("chunk of %s after the file was complete", c.Path)
+	if fp := p.files[path]; fp != nil && fp.done {
+		return fmt.Errorf("%s of %s after the file was complete", what, path)
 	}
 	if st.path == "" {
-		st.path, st.start, st.next = c.Path, c.Offset, c.Offset
+		st.path, st.start, st.next = path, off, off
 	}
-	if c.Path != st.path {
-		return fmt.Errorf("item %d: chunk for %s after chunks for %s", c.Item, c.Path, st.path)
+	if path != st.path {
+		return fmt.Errorf("item %d: %s for %s after pieces for %s", item, what, path, st.path)
 	}
-	if c.Offset != st.next {
-		return fmt.Errorf("item %d (%s): chunk at offset %d where %d was due", c.Item, c.Path, c.Offset, st.next)
+	if off != st.next {
+		return fmt.Errorf("item %d (%s): %s at offset %d where %d was due", item, path, what, off, st.next)
 	}
-	st.next += uint64(c.RawLen)
-	st.chunkBytes += uint64(c.RawLen)
-	st.crc = crc32c.Combine(st.crc, c.RawCRC, int64(c.RawLen))
-	return p.out.chunk(&c)
+	st.next += uint64(n)
+	st.chunkBytes += uint64(n)
+	st.crc = crc32c.Combine(st.crc, crc, int64(n))
+	return nil
 }
 
 func (p *packer) xlogChunk(c *chunkstream.Chunk) error {

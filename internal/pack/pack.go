@@ -49,6 +49,9 @@ type Options struct {
 	NoSync   bool              // do not fsync (pg_basebackup --no-sync): faster, not safe against a crash of this host
 	Inputs   []string          // files, directories (their *.stream files, read when reached) or "-"
 	Sink     string            // a Unix socket to create and take fetch streams on while the inputs are read
+	// NoDirect keeps the data of plain backups on the stream path: jobs on the sink are not offered to
+	// write into DEST themselves (docs/direct-write.md).
+	NoDirect bool
 	Log      *cliapp.Logger
 }
 
@@ -116,6 +119,7 @@ type packer struct {
 	links      map[string]bool
 	walFiles   map[string]*walState
 	history    map[string]bool
+	offer      sink.Offer // what jobs on the sink are offered; Direct when they write into DEST
 	historyCRC map[string]uint32
 	control    []byte
 	producers  map[uint64]string   // producer id -> backup id
@@ -172,7 +176,21 @@ func Run(o Options, stdin io.Reader) (err error) {
 			case <-p.quit:
 				return nil
 			}
-			return p.readStream(c, fmt.Sprintf("sink stream %d", n), true)
+			direct, err := p.sendOffer(c)
+			if err != nil {
+				return err
+			}
+			err = p.readStream(c, fmt.Sprintf("sink stream %d", n), true, direct)
+			if direct {
+				// a job that writes into DEST may still be writing: wait until it has closed its end
+				// (the sink, stopped, gives it a few seconds) before DEST is cleaned
+				select {
+				case <-p.quit:
+					io.Copy(io.Discard, c)
+				default:
+				}
+			}
+			return err
 		}); err != nil {
 			return err
 		}
@@ -191,6 +209,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 		k = nil
 	}
 	defer stopSink()
+	defer func() { p.offer.Close() }()
 	syscall.Umask(0)
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
@@ -258,4 +277,24 @@ func Run(o Options, stdin io.Reader) (err error) {
 		return err
 	}
 	return p.commit()
+}
+
+// sendOffer tells a job on the sink, once the backup has started, whether it writes into DEST itself; it
+// reports whether the job was offered that.
+func (p *packer) sendOffer(c net.Conn) (bool, error) {
+	p.mu.Lock()
+	o := p.offer
+	if o.DirMode == 0 && p.start != nil {
+		o.DirMode = p.start.DirMode
+	}
+	p.mu.Unlock()
+	if err := sink.SendOffer(c, o); err != nil {
+		// a job that has already closed its end sent its whole stream without waiting for an offer: read
+		// it as a stream (W records in it are refused)
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return false, nil
+		}
+		return false, err
+	}
+	return o.Direct, nil
 }

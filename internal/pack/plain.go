@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pgbb/pgbb/internal/directwrite"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/sink"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -104,7 +107,12 @@ func (t *plainTarget) mkdirs(path string) error {
 			continue
 		}
 		if err := os.Mkdir(filepath.Join(t.dest, sub), t.dirMode); err != nil {
-			return fmt.Errorf("create directory %s: %w", sub, err)
+			// a job writing into DEST itself may have made it (beneath DEST, through no link): DEST was
+			// empty when the backup began, so only a real directory is accepted
+			fi, lerr := os.Lstat(filepath.Join(t.dest, sub))
+			if !errors.Is(err, os.ErrExist) || lerr != nil || !fi.IsDir() {
+				return fmt.Errorf("create directory %s: %w", sub, err)
+			}
 		}
 		t.dirs[sub] = true
 	}
@@ -112,6 +120,37 @@ func (t *plainTarget) mkdirs(path string) error {
 }
 
 func (t *plainTarget) dir(path string) error { return t.mkdirs(path) }
+
+// written records a range a job wrote itself; its directories are recorded to be synced at commit.
+func (t *plainTarget) written(w *chunkstream.Written) error {
+	if dir := filepath.Dir(w.Path); dir != "." {
+		if err := t.mkdirs(dir); err != nil {
+			return err
+		}
+	}
+	t.files[w.Path] = true
+	return nil
+}
+
+// directOffer opens DEST and every tablespace's directory for the jobs to write beneath
+// (docs/direct-write.md); the caller closes them.
+func (t *plainTarget) directOffer() (sink.Offer, error) {
+	o := sink.Offer{Direct: true, NoSync: t.noSync, DirMode: uint32(t.dirMode), Tablespaces: map[uint32]*os.File{}}
+	var err error
+	if o.Dest, err = directwrite.OpenDir(t.dest); err != nil {
+		return sink.Offer{}, err
+	}
+	for link, target := range t.links {
+		oid, _ := strconv.ParseUint(strings.TrimPrefix(link, "pg_tblspc/"), 10, 32)
+		f, err := directwrite.OpenDir(target)
+		if err != nil {
+			o.Close()
+			return sink.Offer{}, err
+		}
+		o.Tablespaces[uint32(oid)] = f
+	}
+	return o, nil
+}
 
 func (t *plainTarget) chunk(c *chunkstream.Chunk) error {
 	raw, err := rawData(c)

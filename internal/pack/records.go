@@ -9,11 +9,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/sink"
 	"github.com/pgbb/pgbb/internal/wal"
-	"github.com/pgbb/pgbb/internal/worklist"
 )
 
 // Record dispatch: inputs are read stream by stream, each record checked for framing, CRC and numbering
@@ -21,7 +22,7 @@ import (
 
 func (p *packer) readInput(in string, stdin io.Reader) error {
 	if in == "-" {
-		return p.readStream(stdin, "stdin", false)
+		return p.readStream(stdin, "stdin", false, false)
 	}
 	fi, err := os.Stat(in)
 	if err != nil {
@@ -33,7 +34,7 @@ func (p *packer) readInput(in string, stdin io.Reader) error {
 			return err
 		}
 		defer f.Close()
-		return p.readStream(f, in, false)
+		return p.readStream(f, in, false, false)
 	}
 	ents, err := os.ReadDir(in)
 	if err != nil {
@@ -56,7 +57,7 @@ func (p *packer) readInput(in string, stdin io.Reader) error {
 // readStream reads one input into the ledger. Records are checked (framing, CRC, numbering) outside the
 // ledger's lock, so the streams of a sink are decoded in parallel. A stream from the sink may hold only
 // fetch records.
-func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
+func (p *packer) readStream(r io.Reader, name string, fromSink, direct bool) error {
 	rd := chunkstream.NewReader(r, name)
 	for {
 		rec, err := rd.Next()
@@ -80,7 +81,7 @@ func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
-		err = p.record(rec)
+		err = p.record(rec, direct)
 		p.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("%s: record %d of producer %016x: %w", name, rec.Num, rec.Producer, err)
@@ -88,7 +89,7 @@ func (p *packer) readStream(r io.Reader, name string, fromSink bool) error {
 	}
 }
 
-func (p *packer) record(rec *chunkstream.Record) error {
+func (p *packer) record(rec *chunkstream.Record, direct bool) error {
 	switch rec.Type {
 	case chunkstream.TypeBegin:
 		if _, seen := p.producers[rec.Producer]; seen {
@@ -149,6 +150,11 @@ func (p *packer) record(rec *chunkstream.Record) error {
 		return p.itemDone(item)
 	case chunkstream.TypeChunk:
 		return p.chunk(rec)
+	case chunkstream.TypeWritten:
+		if !direct {
+			return errors.New("a written range on an input that was offered no direct writes")
+		}
+		return p.written(rec)
 	case chunkstream.TypeOutcome:
 		return p.outcome(rec)
 	case chunkstream.TypeBadPage:
@@ -204,7 +210,7 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return fmt.Errorf("stream %016x of backup %s mixed into backup %s", prod, id, s.BackupID)
 		}
 	}
-	if !worklist.ValidBackupID(s.BackupID) {
+	if !backupid.Valid(s.BackupID) {
 		return fmt.Errorf("bad backup id %q", s.BackupID)
 	}
 	if p.major, err = pgversion.ForServer(int(s.ServerVersion)); err != nil {
@@ -240,6 +246,11 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 	p.start = &s
 	if err := p.out.begin(&s, p.major, dirMode, fileMode); err != nil {
 		return err
+	}
+	if pt, ok := p.out.(*plainTarget); ok && !p.o.NoDirect && p.o.Sink != "" && len(s.Tablespaces) <= sink.MaxOfferTablespaces {
+		if p.offer, err = pt.directOffer(); err != nil {
+			return err
+		}
 	}
 	close(p.started)
 	return nil

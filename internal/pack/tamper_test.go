@@ -649,6 +649,15 @@ func tamperCases(t testing.TB) []tamperCase {
 			// overwrites it: range [0, 8192) never arrives
 			s.items[s.find(t, "base/5/16390", 0)].chunkOffs = []uint64{8192}
 		}, want: []string{"base/5/16390"}},
+		// A W record claims bytes were written into DEST by the job itself: only a job that pgbb-pack
+		// offered direct writes on its sink may send one (docs/direct-write.md).
+		{name: "written range on an input offered no direct writes", tamper: func(t *testing.T, e *env, s *streamSpec) {
+			it := s.items[s.find(t, "base/5/16384", 0)]
+			it.after = func(b *builder, n uint64, it *fitem) {
+				b.must(b.fw.WriteWritten(chunkstream.Written{Item: n, Offset: it.off, Length: uint32(len(it.chunks[0])),
+					CRC: crc32c.Checksum(it.chunks[0]), Path: it.path}))
+			}
+		}, want: []string{"offered no direct writes"}},
 		{name: "chunk path differs from its outcome's", tamper: func(t *testing.T, e *env, s *streamSpec) {
 			s.items[s.find(t, "base/5/16384", 0)].chunkPath = "base/5/16999"
 		}, anyOf: []string{"base/5/16999", "base/5/16384"}},

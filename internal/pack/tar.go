@@ -325,3 +325,7 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+func (t *tarTarget) written(w *chunkstream.Written) error {
+	return fmt.Errorf("%s: a written range in a tar backup, which offers no direct writes", w.Path)
+}

@@ -30,6 +30,9 @@ type target interface {
 	dir(path string) error
 	// chunk stores one piece of a file.
 	chunk(c *chunkstream.Chunk) error
+	// written records a piece of a file that a job wrote into the target itself (only where the target
+	// offered it: plain format).
+	written(w *chunkstream.Written) error
 	// fileDone says the file at path is whole: sum.size bytes from offset 0 whose CRC32C is sum.crc, the
 	// chunks at or after sum.size being left out (a range after one that came back short); or absent when
 	// present is false.

@@ -30,6 +30,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
@@ -196,7 +197,7 @@ func (s *session) begin() error {
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return err
 	}
-	id := fmt.Sprintf("%d-%d-%X-%X-%08x", info.SystemID, tli, uint32(startLSN>>32), uint32(startLSN), binary.BigEndian.Uint32(nonce[:]))
+	id := backupid.New(info.SystemID, tli, uint64(startLSN), binary.BigEndian.Uint32(nonce[:]))
 	s.start = chunkstream.BackupStart{BackupID: id, SystemID: info.SystemID, Timeline: uint32(tli), StartLSN: uint64(startLSN),
 		WALSegmentSize: uint32(segSize), ServerVersion: uint32(s.conn.Version), DirMode: mode, Label: label}
 	for _, t := range tbs {
@@ -301,7 +302,14 @@ func (s *session) runChild() error {
 		}
 		defer os.RemoveAll(dir)
 		sinkPath = filepath.Join(dir, "sink")
-		if k, err = sink.Listen(sinkPath, func(c net.Conn, n int) error { return s.forward(c, fmt.Sprintf("sink stream %d", n)) }); err != nil {
+		forward := func(c net.Conn, n int) error {
+			// the data passes through here to pgbb-pack's input: the jobs stream it (no direct writes)
+			if err := sink.SendOffer(c, sink.Offer{DirMode: s.start.DirMode}); err != nil {
+				return err
+			}
+			return s.forward(c, fmt.Sprintf("sink stream %d", n))
+		}
+		if k, err = sink.Listen(sinkPath, forward); err != nil {
 			// the child may not need one (jobs writing to stdout or to stream files)
 			s.o.Log.Warn("no sink for the base copy's jobs (%v): they must write to stdout or to stream files", err)
 			sinkPath, k = "", nil

@@ -91,7 +91,12 @@ func (k *Sink) start(c net.Conn) {
 	}()
 }
 
-// fail keeps the first error and ends every stream.
+// lingerWait bounds how long a stopped sink waits for its jobs to close their connections.
+const lingerWait = 5 * time.Second
+
+// fail keeps the first error and ends every stream: it shuts the connections' write side, which a job sees
+// at once (Closed) and stops, and gives each job lingerWait to close its end, so that a handler that reads
+// on (to wait for a job writing into the target itself) returns once the job has stopped.
 func (k *Sink) fail(err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -102,6 +107,10 @@ func (k *Sink) fail(err error) {
 	close(k.failed)
 	k.ln.Close()
 	for c := range k.conns {
+		if uc, ok := c.(*net.UnixConn); ok && uc.CloseWrite() == nil {
+			uc.SetReadDeadline(time.Now().Add(lingerWait))
+			continue
+		}
 		c.Close()
 	}
 }

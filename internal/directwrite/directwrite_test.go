@@ -1,0 +1,83 @@
+package directwrite
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func openDir(t *testing.T, dir string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(dir, oPath|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// Files and their parents are created beneath the target with the data directory's modes; tablespace
+// paths land beneath their own directory.
+func TestWritesBeneathTheTargetWithTheSourceModes(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dest, ts := t.TempDir(), t.TempDir()
+	w := New(openDir(t, dest), map[uint32]*os.File{16384: openDir(t, ts)}, 0o750, true)
+	defer w.Close()
+	for _, c := range []struct {
+		path string
+		off  int64
+		data string
+	}{{"base/1/112", 0, "abc"}, {"base/1/112", 8192, "def"}, {"pg_tblspc/16384/PG_15_1/5/1259", 0, "ts"}, {"caf\xe9", 0, "latin1"}} {
+		if err := w.WriteAt(c.path, c.off, []byte(c.data)); err != nil {
+			t.Fatalf("WriteAt(%q): %v", c.path, err)
+		}
+	}
+	if err := w.Mkdir("pg_wal/archive_status"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Mkdir("pg_wal/archive_status"); err != nil {
+		t.Fatalf("an existing directory: %v", err)
+	}
+	w.Close()
+	b, _ := os.ReadFile(filepath.Join(dest, "base/1/112"))
+	if len(b) != 8195 || string(b[:3]) != "abc" || string(b[8192:]) != "def" {
+		t.Fatalf("base/1/112 holds %d bytes", len(b))
+	}
+	if b, _ := os.ReadFile(filepath.Join(ts, "PG_15_1/5/1259")); string(b) != "ts" {
+		t.Fatalf("tablespace file holds %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dest, "caf\xe9")); string(b) != "latin1" {
+		t.Fatalf("latin-1 name holds %q", b)
+	}
+	for p, want := range map[string]os.FileMode{"base": 0o750, "base/1": 0o750, "base/1/112": 0o640, "pg_wal/archive_status": 0o750} {
+		fi, err := os.Stat(filepath.Join(dest, p))
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %04o", p, fi.Mode().Perm(), err, want)
+		}
+	}
+}
+
+// Whatever a work line says, nothing is written outside the target: not through a link inside it (even one
+// pointing back inside), not through "..", not an absolute path, not into a tablespace that was not handed over.
+func TestNothingIsWrittenOutsideTheTarget(t *testing.T) {
+	dest, outside := t.TempDir(), t.TempDir()
+	os.Symlink(outside, filepath.Join(dest, "escape"))
+	os.Mkdir(filepath.Join(dest, "inside"), 0o700)
+	os.Symlink(filepath.Join(dest, "inside"), filepath.Join(dest, "loop"))
+	os.Symlink(filepath.Join(outside, "file"), filepath.Join(dest, "filelink"))
+	w := New(openDir(t, dest), nil, 0o700, true)
+	defer w.Close()
+	for _, p := range []string{"escape/x", "escape/sub/x", "loop/x", "filelink", "../x", "base/../../x", "/etc/x", "pg_tblspc/16384/PG_15_1/x", "pg_tblspc/x", "pg_tblspc/16384"} {
+		if err := w.WriteAt(p, 0, []byte("no")); err == nil {
+			t.Errorf("WriteAt(%q) wrote", p)
+		}
+	}
+	if err := w.Mkdir("escape/d"); err == nil {
+		t.Error("Mkdir through a link")
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Fatalf("written outside the target: %v", ents)
+	}
+}
