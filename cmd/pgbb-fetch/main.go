@@ -21,14 +21,15 @@ func main() {
 		Description: "Reads work-list lines from stdin, or takes them as arguments (for xargs), and copies each item on\n" +
 			"one connection. The connection string comes from --dsn or PGBB_DSN (set by pgbb-xlog), else from\n" +
 			"PG* variables. Vanished and shrunk files are normal during a backup. Under pgbb-xlog the stream goes to\n" +
-			"pgbb-xlog's socket (PGBB_SINK), so parallel jobs need no output grouping; -o - writes stdout instead.",
+			"the sink named by PGBB_SINK: pgbb-pack's socket (pgbb-pack --sink), or pgbb-xlog's own when PGBB_SINK was\n" +
+			"unset for pgbb-xlog; so parallel jobs need no output grouping. -o - writes stdout instead.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dsn", Usage: "connection string (default: $PGBB_DSN, then PG* variables)"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
-			&cli.StringFlag{Name: "compress", Value: "none", Usage: "chunk compression: none or xz"},
-			&cli.IntFlag{Name: "compress-level", Value: compress.DefaultLevel, Usage: "xz level: 1 (fastest, default), 2 or 3 (1, 4 MiB dictionary)"},
+			&cli.StringFlag{Name: "compress", Value: "none", Usage: "chunk compression: " + compress.CodecNames},
+			&cli.IntFlag{Name: "compress-level", Usage: "the codec's level (default: its fastest): " + compress.LevelsHelp},
 			&cli.IntFlag{Name: "chunk-size", Value: fetch.DefaultChunkSize, Usage: "bytes per read"},
-			&cli.StringFlag{Name: "sink", EnvVars: []string{"PGBB_SINK"}, Usage: "send the stream to pgbb-xlog's socket (set by pgbb-xlog) when no -o or -O is given"},
+			&cli.StringFlag{Name: "sink", EnvVars: []string{"PGBB_SINK"}, Usage: "send the stream to the sink at PATH when no -o or -O is given: pgbb-pack's --sink socket, or pgbb-xlog's own (pgbb-xlog sets PGBB_SINK for its child)"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all), or to stdout with -o -; the default is the sink, else stdout"},
 			&cli.StringFlag{Name: "output-dir", Aliases: []string{"O"}, Usage: "write the stream to a new uniquely named .stream file in DIR"},
 			&cli.BoolFlag{Name: "no-verify-checksums", Usage: "do not verify page checksums (verified by default when the cluster has them)"},

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/session"
 	"github.com/urfave/cli/v2"
@@ -18,7 +19,9 @@ func main() {
 		Usage:     "hold a backup session and copy its WAL",
 		ArgsUsage: "[DSN] [-- CMD ARGS…]",
 		Description: "Starts a non-exclusive backup, runs CMD with PGBB_BACKUP_ID and PGBB_DSN in its environment and\n" +
-			"forwards CMD's chunk stream on stdout, interleaved with the WAL. When CMD exits 0: copies\n" +
+			"forwards CMD's chunk stream on stdout, interleaved with the WAL. CMD's fetch jobs send their streams\n" +
+			"to the sink in PGBB_SINK: pgbb-pack's (pgbb-pack --sink PATH, PGBB_SINK=PATH for pgbb-xlog), or, when\n" +
+			"PGBB_SINK is unset, a socket of pgbb-xlog's own whose streams it forwards. When CMD exits 0: copies\n" +
 			"global/pg_control, calls pg_backup_stop and copies the remaining WAL. Without CMD it prints\n" +
 			"PGBB_BACKUP_ID on stderr and runs until a line \"stop\" on stdin (finish the backup) or SIGINT or\n" +
 			"SIGTERM (abandon it). The DSN may also come from PGBB_DSN, which keeps a password off command lines.\n" +
@@ -27,8 +30,8 @@ func main() {
 			&cli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Value: "fast", Usage: "fast or spread"},
 			&cli.StringFlag{Name: "label", Aliases: []string{"l"}, Value: "pgbb base backup", Usage: "backup label"},
 			&cli.DurationFlag{Name: "delay", Aliases: []string{"D"}, Value: 1e9, Usage: "pause between WAL copy rounds"},
-			&cli.StringFlag{Name: "compress", Value: "none", Usage: "WAL chunk compression: none or xz"},
-			&cli.IntFlag{Name: "compress-level", Value: 1, Usage: "xz level: 1 (fastest, default), 2 or 3"},
+			&cli.StringFlag{Name: "compress", Value: "none", Usage: "WAL chunk compression: " + compress.CodecNames},
+			&cli.IntFlag{Name: "compress-level", Usage: "the codec's level (default: its fastest): " + compress.LevelsHelp},
 			&cli.BoolFlag{Name: "no-slot", Usage: "do not create the temporary replication slot"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 			&cli.BoolFlag{Name: "check", Usage: "only check that a backup can run (the grants, free connections for the session and --jobs) and exit: 0 when it can, 2 when not"},

@@ -1,5 +1,6 @@
-// Package compress turns chunk bytes into one xz stream and back, and reads archives made of many xz
-// streams. It is the only package that imports the xz library.
+// Package compress turns chunk bytes into one xz stream or one zstd frame and back, and reads archives made
+// of many of them. It is the only package that imports the xz and zstd libraries; codec.go holds the codecs'
+// names and levels.
 package compress
 
 import (
@@ -19,23 +20,23 @@ import (
 // 25.8 MB/s (heap), 1 MiB 7.5 and 23.1, 4 MiB 6.5 and 22.6, to within 2% of the same size. Chunks are a few
 // MiB, so a larger dictionary finds little more; level 1 is the default.
 const (
-	MinLevel     = 1
-	MaxLevel     = 3
-	DefaultLevel = 1
+	xzMinLevel     = 1
+	xzMaxLevel     = 3
+	xzDefaultLevel = 1
 )
 
-var dictSizes = [MaxLevel + 1]int{0, 256 << 10, 1 << 20, 4 << 20}
+var dictSizes = [xzMaxLevel + 1]int{0, 256 << 10, 1 << 20, 4 << 20}
 
 // DictSize is the largest dictionary any level uses; readers accept up to it.
 const DictSize = 4 << 20
 
 // XZ compresses raw into one complete xz stream at the default level, appending to dst.
-func XZ(dst, raw []byte) ([]byte, error) { return XZLevel(dst, raw, DefaultLevel) }
+func XZ(dst, raw []byte) ([]byte, error) { return XZLevel(dst, raw, xzDefaultLevel) }
 
-// XZLevel compresses raw into one complete xz stream at level (MinLevel to MaxLevel), appending to dst.
+// XZLevel compresses raw into one complete xz stream at level (1 to 3), appending to dst.
 func XZLevel(dst, raw []byte, level int) ([]byte, error) {
-	if level < MinLevel || level > MaxLevel {
-		return nil, fmt.Errorf("xz: compression level %d is not between %d and %d", level, MinLevel, MaxLevel)
+	if level < xzMinLevel || level > xzMaxLevel {
+		return nil, fmt.Errorf("xz: compression level %d is not between %d and %d", level, xzMinLevel, xzMaxLevel)
 	}
 	buf := bytes.NewBuffer(dst)
 	cfg := xz.WriterConfig{DictCap: dictSizes[level], CheckSum: xz.CRC32}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/pgbb/pgbb/internal/chunkstream"
 )
 
 func TestXZRoundTripAndLengthCheck(t *testing.T) {
@@ -75,42 +77,52 @@ func TestXZReaderReadsConcatenatedStreams(t *testing.T) {
 // Every cut that is not at a stream boundary, and every flipped byte, must show as an error, whether the
 // file gives whole reads or short ones.
 func TestXZReaderReportsDamageAndTruncation(t *testing.T) {
+	testArchiveDamage(t, chunkstream.CodecXZ, xzStreams, false)
+}
+
+// testArchiveDamage cuts an archive of two pieces (as concat makes it, in codec) at every offset and flips
+// every byte, read whole and in short reads through NewArchiveReader: a cut anywhere but between the
+// pieces (and, with emptyOK, at 0) and all but a few flips must fail with the codec's prefix, and no flip
+// may change the content silently.
+func testArchiveDamage(t *testing.T, codec byte, concat func(*testing.T, ...[]byte) []byte, emptyOK bool) {
 	for name, wrap := range map[string]func(io.Reader) io.Reader{
 		"whole reads": func(r io.Reader) io.Reader { return r },
 		"short reads": iotest.HalfReader,
 	} {
-		t.Run(name, func(t *testing.T) { testXZDamage(t, wrap) })
+		t.Run(name, func(t *testing.T) { testArchiveDamageReads(t, codec, concat, emptyOK, wrap) })
 	}
 }
 
-func testXZDamage(t *testing.T, wrap func(io.Reader) io.Reader) {
+func testArchiveDamageReads(t *testing.T, codec byte, concat func(*testing.T, ...[]byte) []byte, emptyOK bool, wrap func(io.Reader) io.Reader) {
 	a := bytes.Repeat([]byte("pgbb page "), 300)
 	b := []byte("tail piece of the archive")
-	data := xzStreams(t, a, b)
-	boundary := len(xzStreams(t, a))
+	data := concat(t, a, b)
+	boundary := len(concat(t, a))
+	prefix := CodecName(codec) + ": "
 	readAll := func(in []byte) ([]byte, error) {
-		r, err := NewXZReader(wrap(bytes.NewReader(in)))
+		r, err := NewArchiveReader(codec, wrap(bytes.NewReader(in)))
 		if err != nil {
 			return nil, err
 		}
+		defer r.Close()
 		return io.ReadAll(r)
 	}
 	for cut := 0; cut < len(data); cut++ {
 		got, err := readAll(data[:cut])
-		if cut == boundary {
-			if err != nil || !bytes.Equal(got, a) {
-				t.Fatalf("cut between streams: %v", err)
+		if cut == boundary || (cut == 0 && emptyOK) {
+			if err != nil || (cut == boundary && !bytes.Equal(got, a)) {
+				t.Fatalf("cut between pieces (%d): %v", cut, err)
 			}
 			continue
 		}
 		if err == nil {
 			t.Fatalf("cut at %d of %d bytes read without error", cut, len(data))
 		}
-		if !strings.HasPrefix(err.Error(), "xz: ") {
-			t.Fatalf("cut at %d: error %q lacks the xz prefix", cut, err)
+		if !strings.HasPrefix(err.Error(), prefix) {
+			t.Fatalf("cut at %d: error %q lacks the %q prefix", cut, err, prefix)
 		}
 	}
-	// The library does not check the compressed size in an LZMA2 chunk header against what the chunk's
+	// The xz library does not check the compressed size in an LZMA2 chunk header against what the chunk's
 	// data used, so a flip there can leave the content whole; it must never change the content silently.
 	want := append(bytes.Clone(a), b...)
 	harmless := 0
@@ -130,9 +142,11 @@ func testXZDamage(t *testing.T, wrap func(io.Reader) io.Reader) {
 		t.Fatalf("%d of %d flips went unnoticed", harmless, len(data))
 	}
 	if _, err := readAll(append(bytes.Clone(data), 'x')); err == nil {
-		t.Fatal("garbage after the last stream accepted")
+		t.Fatal("garbage after the last piece accepted")
 	}
-	if _, err := readAll(append(bytes.Clone(data), 0, 0)); err == nil {
-		t.Fatal("padding that is not a multiple of four bytes accepted")
+	if codec == chunkstream.CodecXZ {
+		if _, err := readAll(append(bytes.Clone(data), 0, 0)); err == nil {
+			t.Fatal("padding that is not a multiple of four bytes accepted")
+		}
 	}
 }

@@ -37,14 +37,23 @@ func TestXZStoredReadsBackAndPassesXZ(t *testing.T) {
 		t.Fatalf("concatenation: %v", err)
 	}
 	if xzPath, err := exec.LookPath("xz"); err == nil {
-		f := filepath.Join(t.TempDir(), "s.xz")
-		os.WriteFile(f, all, 0o600)
-		if out, err := exec.Command(xzPath, "-t", f).CombinedOutput(); err != nil {
-			t.Fatalf("xz -t: %v %s", err, out)
-		}
-		out, err := exec.Command(xzPath, "-dc", f).Output()
-		if err != nil || !bytes.Equal(out, want) {
-			t.Fatalf("xz -dc: %v", err)
-		}
+		stockAccepts(t, xzPath, all, want)
+	}
+}
+
+// stockAccepts checks that the stock command at tool (xz or zstd) tests data as sound (-t) and
+// decompresses it to want (-dc).
+func stockAccepts(t *testing.T, tool string, data, want []byte) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "archive")
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(tool, "-t", f).CombinedOutput(); err != nil {
+		t.Fatalf("%s -t: %v %s", tool, err, out)
+	}
+	out, err := exec.Command(tool, "-dc", f).Output()
+	if err != nil || !bytes.Equal(out, want) {
+		t.Fatalf("%s -dc: %v", tool, err)
 	}
 }

@@ -15,11 +15,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
@@ -37,12 +37,12 @@ const DefaultChunkSize = 1 << 20
 type Options struct {
 	DSN       string
 	BackupID  string   // PGBB_BACKUP_ID; required
-	Compress  string   // "none" or "xz"
-	Level     int      // xz level, compress.MinLevel to compress.MaxLevel; 0 means the default
+	Compress  string   // codec name for compress.ParseCodec: "none" (or ""), "xz" or "zstd"
+	Level     int      // the codec's level (compress.ParseLevel); 0 means its default
 	ChunkSize int      // bytes per read, at most chunkstream.MaxChunk
 	Output    string   // "" or "-" for stdout, else a file written whole (temp name, fsync, rename)
 	OutputDir string   // write to a new uniquely named *.stream file in this directory
-	Sink      string   // pgbb-xlog's socket (PGBB_SINK): the stream goes there when no output is given
+	Sink      string   // the sink socket (PGBB_SINK: pgbb-pack --sink, or pgbb-xlog's own): the stream goes there when no output is given
 	Items     []string // work-list lines given as arguments; stdin is read when empty
 	// NoVerifyChecksums turns off page checksum verification (on by default when the cluster has data
 	// checksums).
@@ -60,22 +60,16 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if o.BackupID == "" {
 		return cliapp.Usage("run pgbb-fetch under pgbb-xlog, which sets PGBB_BACKUP_ID, or pass --backup-id", "no backup id: PGBB_BACKUP_ID is not set")
 	}
-	if !worklist.ValidBackupID(o.BackupID) {
+	if !backupid.Valid(o.BackupID) {
 		return cliapp.Usage("use the value pgbb-xlog set in PGBB_BACKUP_ID", "bad backup id %q", o.BackupID)
 	}
-	codec := chunkstream.CodecNone
-	switch o.Compress {
-	case "", "none":
-	case "xz":
-		codec = chunkstream.CodecXZ
-	default:
-		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	codec, err := compress.ParseCodec(o.Compress)
+	if err != nil {
+		return cliapp.Usage("use --compress "+compress.CodecNames, "%v", err)
 	}
-	if o.Level == 0 {
-		o.Level = compress.DefaultLevel
-	}
-	if o.Level < compress.MinLevel || o.Level > compress.MaxLevel {
-		return cliapp.Usage(fmt.Sprintf("give a level from %d to %d", compress.MinLevel, compress.MaxLevel), "bad compression level %d", o.Level)
+	comp, err := compress.NewChunkCompressor(codec, o.Level)
+	if err != nil {
+		return cliapp.Usage(compress.LevelHelp(codec), "%v", err)
 	}
 	if o.ChunkSize == 0 {
 		o.ChunkSize = DefaultChunkSize
@@ -141,13 +135,15 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 			return err
 		}
 		if on == "on" {
-			if verifyFrom, err = startLSN(o.BackupID); err != nil {
+			id, err := backupid.Parse(o.BackupID)
+			if err != nil {
 				return err
 			}
+			verifyFrom = id.StartLSN
 		}
 	}
 	testhook.Pause("fetch")
-	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, codec: codec, level: o.Level, chunk: o.ChunkSize, backupID: o.BackupID,
+	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
 		verifyFrom: verifyFrom, log: o.Log}
 	defer f.closeReread()
 	lines := make(chan lineOrErr, 4096)
@@ -204,7 +200,7 @@ type fetcher struct {
 	reread   *server.Conn // a second connection for re-reading pages, opened when first needed
 	sw       *chunkstream.Writer
 	codec    byte
-	level    int
+	comp     *compress.ChunkCompressor // one encoder for the job's life: memory stays flat
 	chunk    int
 	backupID string
 	buf      []byte
@@ -213,20 +209,6 @@ type fetcher struct {
 	verifyFrom uint64
 	badPages   int
 	log        *cliapp.Logger
-}
-
-// startLSN reads the start LSN out of a backup id (docs/worklist.md).
-func startLSN(id string) (uint64, error) {
-	f := strings.Split(id, "-")
-	if len(f) != 5 {
-		return 0, fmt.Errorf("backup id %q does not have the form pgbb-xlog gives", id)
-	}
-	hi, err1 := strconv.ParseUint(f[2], 16, 32)
-	lo, err2 := strconv.ParseUint(f[3], 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("backup id %q does not have the form pgbb-xlog gives", id)
-	}
-	return hi<<32 | lo, nil
 }
 
 // verifyPages checks the page checksums of data read from path at off, as basebackup.c does: a page that
@@ -413,8 +395,8 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool)
 		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
-		if f.codec == chunkstream.CodecXZ {
-			if f.zbuf, err = compress.XZLevel(f.zbuf[:0], data, f.level); err != nil {
+		if f.codec != chunkstream.CodecNone {
+			if f.zbuf, err = f.comp.Compress(f.zbuf, data); err != nil {
 				return err
 			}
 			c.Data = f.zbuf

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/datadir"
 	"github.com/pgbb/pgbb/internal/server"
@@ -48,7 +49,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	if o.Inspect {
 		o.BackupID = InspectID
-	} else if !worklist.ValidBackupID(o.BackupID) {
+	} else if !backupid.Valid(o.BackupID) {
 		return cliapp.Usage("PGBB_BACKUP_ID must be the value pgbb-xlog set", "bad backup id %q", o.BackupID)
 	}
 	if o.SplitSize < 0 || o.SplitSize%8192 != 0 {

@@ -27,6 +27,7 @@ import (
 	"syscall"
 
 	"github.com/pgbb/pgbb/internal/sink"
+	"github.com/pgbb/pgbb/internal/tarlayout"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -43,6 +44,7 @@ const (
 type Options struct {
 	Dest     string
 	Format   string            // Plain (default) or Tar
+	Compress string            // tar only: the chunks' codec, "xz" (default) or "zstd", which names the archives
 	Force    bool              // empty a non-empty Dest first
 	Mappings map[string]string // tablespace location on the server -> directory here (-T OLD=NEW), plain only
 	NoClean  bool              // keep what was written when the run fails
@@ -140,13 +142,20 @@ func Run(o Options, stdin io.Reader) (err error) {
 	if err != nil {
 		return err
 	}
+	var layout tarlayout.Layout
 	switch o.Format {
 	case "", "p", Plain:
 		o.Format = Plain
+		if o.Compress != "" {
+			return cliapp.Usage("leave out --compress: a plain backup takes chunks of any codec and stores them uncompressed", "--compress applies to the tar format only")
+		}
 	case "t", Tar:
 		o.Format = Tar
 		if len(o.Mappings) > 0 {
-			return cliapp.Usage("in tar format, tablespaces are archives <oid>.tar.xz; relocate them when extracting by editing tablespace_map", "-T applies to the plain format only")
+			return cliapp.Usage("in tar format, tablespaces are archives <oid>.tar.xz (or .tar.zst); relocate them when extracting by editing tablespace_map", "-T applies to the plain format only")
+		}
+		if layout, err = tarLayout(o.Compress); err != nil {
+			return err
 		}
 	default:
 		return cliapp.Usage("use -F plain or -F tar", "unknown format %q", o.Format)
@@ -212,7 +221,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	defer func() { p.offer.Close() }()
 	syscall.Umask(0)
 	if o.Format == Tar {
-		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}}
+		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}, layout: layout}
 	} else {
 		p.out = &plainTarget{dest: dest, mappings: o.Mappings, disk: disk{noSync: o.NoSync}}
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -71,7 +72,8 @@ func pattern(seed byte, n int) []byte {
 
 // streamSpec describes the stream a builder writes; validSpec is a complete, valid backup.
 type streamSpec struct {
-	xz            bool // every chunk xz-compressed (the tar format requires it)
+	xz            bool // every chunk compressed (the tar format requires it): xz, or zstd with zstd set
+	zstd          bool
 	tsLoc         string
 	items         []*fitem
 	trailerAdjust int    // the trailer counts len(items)+trailerAdjust items
@@ -181,7 +183,14 @@ func (b *builder) chunk(w *chunkstream.Writer, item, off uint64, path string, ra
 	b.t.Helper()
 	c := chunkstream.Chunk{Item: item, Offset: off, RawLen: uint32(len(raw)), RawCRC: crc32c.Checksum(raw),
 		Codec: chunkstream.CodecNone, Path: path, Data: raw}
-	if b.spec.xz {
+	switch {
+	case b.spec.zstd:
+		var err error
+		c.Codec, c.Data = chunkstream.CodecZstd, nil
+		if c.Data, err = compress.ZstdLevel(nil, raw, 1); err != nil {
+			b.t.Fatal(err)
+		}
+	case b.spec.xz:
 		c.Codec, c.Data = chunkstream.CodecXZ, compress.XZStored(nil, raw)
 	}
 	b.must(w.WriteChunk(c))
@@ -326,9 +335,15 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// tarZstd is the tar format with zstd chunks, as the tests name it (Options.Format Tar, Compress "zstd").
+const tarZstd = "tar-zstd"
+
 func (e *env) options(format string) Options {
 	o := Options{Dest: e.dest, Format: format, Inputs: []string{e.stream},
 		Log: &cliapp.Logger{Prog: "pgbb-pack", W: io.Discard}}
+	if format == tarZstd {
+		o.Format, o.Compress = Tar, "zstd"
+	}
 	if format == Plain {
 		o.Mappings = map[string]string{e.tsLoc: e.mapped}
 	}
@@ -466,7 +481,7 @@ func TestPackValidStreamPlain(t *testing.T) {
 	}
 }
 
-// tarMembers reads every member of one .tar.xz of the tar format.
+// tarMembers reads every member of one .tar.xz or .tar.zst of the tar format.
 func tarMembers(t *testing.T, path string) map[string][]byte {
 	t.Helper()
 	f, err := os.Open(path)
@@ -474,10 +489,15 @@ func tarMembers(t *testing.T, path string) map[string][]byte {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	xr, err := compress.NewXZReader(f)
+	codec := chunkstream.CodecXZ
+	if strings.HasSuffix(path, ".tar.zst") {
+		codec = chunkstream.CodecZstd
+	}
+	xr, err := compress.NewArchiveReader(codec, f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer xr.Close()
 	tr := tar.NewReader(xr)
 	out := map[string][]byte{}
 	for {
@@ -497,24 +517,43 @@ func tarMembers(t *testing.T, path string) map[string][]byte {
 }
 
 func TestPackValidStreamTar(t *testing.T) {
+	for _, format := range []string{Tar, tarZstd} {
+		t.Run(format, func(t *testing.T) { testPackValidStreamTar(t, format) })
+	}
+}
+
+func testPackValidStreamTar(t *testing.T, format string) {
 	e := newEnv(t)
 	spec := validSpec(e.tsLoc, true)
+	spec.zstd = format == tarZstd
 	e.writeStream(t, spec.build(t))
 	before := e.snapshot(t)
-	if err := Run(e.options(Tar), nil); err != nil {
+	if err := Run(e.options(format), nil); err != nil {
 		t.Fatalf("valid stream refused: %v", err)
 	}
 	if d := diffSnapshots(before, e.snapshot(t)); len(d) > 0 {
 		t.Fatalf("Run touched files outside DEST:\n%s", strings.Join(d, "\n"))
 	}
+	ext := ".tar.xz"
+	if format == tarZstd {
+		ext = ".tar.zst"
+	}
 	got := strings.Join(listDir(t, e.dest), " ")
-	if want := "16384.tar.xz backup_manifest base.tar.xz pg_wal.tar.xz"; got != want {
+	if want := "16384" + ext + " backup_manifest base" + ext + " pg_wal" + ext; got != want {
 		t.Fatalf("DEST holds %s, want %s", got, want)
 	}
 	if n := listDir(t, e.mapped); len(n) != 0 {
 		t.Fatalf("tar format wrote into %s: %v", e.mapped, n)
 	}
-	base := tarMembers(t, filepath.Join(e.dest, "base.tar.xz"))
+	if format == tarZstd {
+		// stock zstd accepts every archive: the fetchers' frames and pack's stored ones
+		for _, n := range []string{"base", "16384", "pg_wal"} {
+			if out, err := exec.Command("zstd", "-t", filepath.Join(e.dest, n+ext)).CombinedOutput(); err != nil {
+				t.Fatalf("zstd -t %s%s: %v %s", n, ext, err, out)
+			}
+		}
+	}
+	base := tarMembers(t, filepath.Join(e.dest, "base"+ext))
 	for p, w := range map[string][]byte{
 		"base/5/16390":      bytes.Join([][]byte{pattern(3, 8192), pattern(4, 8192), pattern(5, 8192)}, nil),
 		"global/pg_control": pgControl(t),
@@ -522,14 +561,14 @@ func TestPackValidStreamTar(t *testing.T) {
 		"tablespace_map":    []byte(fmt.Sprintf("%d %s\n", tsOID, e.tsLoc)),
 	} {
 		if !bytes.Equal(base[p], w) {
-			t.Errorf("base.tar.xz: %s differs (%d bytes)", p, len(base[p]))
+			t.Errorf("base%s: %s differs (%d bytes)", ext, p, len(base[p]))
 		}
 	}
-	if ts := tarMembers(t, filepath.Join(e.dest, "16384.tar.xz")); !bytes.Equal(ts["PG_15_202209061/5/16385"], pattern(6, 8192)) {
-		t.Errorf("16384.tar.xz lacks its file: %v", ts)
+	if ts := tarMembers(t, filepath.Join(e.dest, "16384"+ext)); !bytes.Equal(ts["PG_15_202209061/5/16385"], pattern(6, 8192)) {
+		t.Errorf("16384%s lacks its file: %v", ext, ts)
 	}
-	if w := tarMembers(t, filepath.Join(e.dest, "pg_wal.tar.xz")); !bytes.Equal(w[walSegName], walSegment(t)) {
-		t.Errorf("pg_wal.tar.xz lacks %s", walSegName)
+	if w := tarMembers(t, filepath.Join(e.dest, "pg_wal"+ext)); !bytes.Equal(w[walSegName], walSegment(t)) {
+		t.Errorf("pg_wal%s lacks %s", ext, walSegName)
 	}
 	var report bytes.Buffer
 	if n, err := verify.Verify(e.dest, &report); n != 0 || err != nil {
@@ -665,17 +704,18 @@ func tamperCases(t testing.TB) []tamperCase {
 }
 
 func TestPackRefusesTamperedStreams(t *testing.T) {
-	for _, format := range []string{Plain, Tar} {
+	for _, format := range []string{Plain, Tar, tarZstd} {
 		for _, tc := range tamperCases(t) {
 			t.Run(format+"/"+tc.name, func(t *testing.T) {
 				if tc.skip != "" && format == Plain {
 					t.Skip(tc.skip)
 				}
-				if tc.plainOnly && format == Tar {
+				if tc.plainOnly && format != Plain {
 					t.Skip("the tar format does not check this in pack")
 				}
 				e := newEnv(t)
-				spec := validSpec(e.tsLoc, format == Tar)
+				spec := validSpec(e.tsLoc, format != Plain)
+				spec.zstd = format == tarZstd
 				tc.tamper(t, e, spec)
 				e.writeStream(t, spec.build(t))
 				before := e.snapshot(t)

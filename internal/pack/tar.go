@@ -9,14 +9,13 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/tarlayout"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
@@ -26,16 +25,19 @@ import (
 	"github.com/pgbb/pgbb/internal/manifest"
 )
 
-// tarTarget writes the layout of pg_basebackup -Ft, compressed with xz: base.tar.xz, <oid>.tar.xz per
-// tablespace (its contents relative to the tablespace directory), pg_wal.tar.xz. Every .tar.xz is a
-// concatenation of xz streams: the fetchers' chunk streams copied as they are, and small streams pack makes
-// for tar headers, padding and the end of each archive, so pack never recompresses data.
+// tarTarget writes the layout of pg_basebackup -Ft (internal/tarlayout), compressed with xz or zstd:
+// base.tar.xz, <oid>.tar.xz per tablespace (its contents relative to the tablespace directory),
+// pg_wal.tar.xz, or the same names ending in .tar.zst. Every archive is a concatenation of xz streams (or
+// zstd frames): the fetchers' chunk data copied as they are, and small stored streams (frames) pack makes
+// for tar headers, padding, the end of each archive and the files it holds itself, so pack never runs an
+// encoder and never recompresses data. Every chunk must have the layout's codec.
 //
 // A member is written once its file is whole and its size final; until then its chunks wait in a spool file
 // inside DEST (.pgbb-spool), whose space is given back as soon as a member is written and which is removed
 // at the end.
 type tarTarget struct {
-	walDirs []string // the empty directories below pg_wal of the source's major, kept in base.tar
+	layout  tarlayout.Layout // the archives' names and codec
+	walDirs []string         // the empty directories below pg_wal of the source's major, kept in base.tar
 	disk
 	dest     string
 	log      *cliapp.Logger
@@ -51,6 +53,19 @@ type tarTarget struct {
 	hdr      tar.Header
 	now      time.Time
 	zbuf     []byte
+}
+
+// tarLayout returns the tar layout of a --compress name: xz (the default) or zstd.
+func tarLayout(name string) (tarlayout.Layout, error) {
+	if name == "" {
+		name = "xz"
+	}
+	if codec, err := compress.ParseCodec(name); err == nil {
+		if l, err := tarlayout.New(codec); err == nil {
+			return l, nil
+		}
+	}
+	return tarlayout.Layout{}, cliapp.Usage("use --compress xz (the default) or --compress zstd", "-F tar takes no chunks of compression %q", name)
 }
 
 type tarArchive struct {
@@ -84,9 +99,9 @@ func (t *tarTarget) begin(s *chunkstream.BackupStart, major pgversion.Major, dir
 	if err := os.Chmod(t.dest, dirMode); err != nil {
 		return err
 	}
-	names := []string{"base.tar.xz", "pg_wal.tar.xz"}
+	names := []string{t.layout.Base(), t.layout.WAL()}
 	for _, ts := range s.Tablespaces {
-		names = append(names, strconv.FormatUint(uint64(ts.OID), 10)+".tar.xz")
+		names = append(names, t.layout.Tablespace(ts.OID))
 	}
 	for _, n := range names {
 		f, err := os.OpenFile(filepath.Join(t.dest, n+".tmp"), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, fileMode)
@@ -116,15 +131,9 @@ func (t *tarTarget) clean() {
 
 // member maps a data-directory path to its archive and member name.
 func (t *tarTarget) member(path string) (*tarArchive, string, error) {
-	name, member := "base.tar.xz", path
-	if rest, ok := strings.CutPrefix(path, "pg_wal/"); ok && !slices.Contains(t.walDirs, path) {
-		name, member = "pg_wal.tar.xz", rest
-	} else if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
-		oid, sub, ok := strings.Cut(rest, "/")
-		if !ok {
-			return nil, "", fmt.Errorf("%q has no place in a tar backup", path)
-		}
-		name, member = oid+".tar.xz", sub
+	name, member, err := t.layout.Place(path, t.walDirs)
+	if err != nil {
+		return nil, "", err
 	}
 	a := t.archives[name]
 	if a == nil {
@@ -134,10 +143,13 @@ func (t *tarTarget) member(path string) (*tarArchive, string, error) {
 }
 
 // small writes bytes pack made itself (headers, padding, archive ends, pg_control, backup_label,
-// tablespace_map) as one stored xz stream: no encoder runs in pack.
+// tablespace_map) as one stored xz stream or zstd frame: no encoder runs in pack.
 func (t *tarTarget) small(a *tarArchive, raw []byte) error {
-	t.zbuf = compress.XZStored(t.zbuf[:0], raw)
-	_, err := a.w.Write(t.zbuf)
+	var err error
+	if t.zbuf, err = compress.Stored(t.layout.Codec(), t.zbuf[:0], raw); err != nil {
+		return err
+	}
+	_, err = a.w.Write(t.zbuf)
 	return err
 }
 
@@ -174,8 +186,17 @@ func (t *tarTarget) dir(path string) error {
 }
 
 func (t *tarTarget) chunk(c *chunkstream.Chunk) error {
-	if c.Codec != chunkstream.CodecXZ {
-		return cliapp.WithHint(fmt.Errorf("%s: uncompressed chunk in a tar.xz backup", c.Path), "run pgbb-fetch and pgbb-xlog with --compress xz for -F tar")
+	if want := t.layout.Codec(); c.Codec != want {
+		got := compress.CodecName(c.Codec)
+		hint := fmt.Sprintf("run pgbb-fetch and pgbb-xlog with --compress %s for this tar set, or give pgbb-pack --compress %s", compress.CodecName(want), got)
+		if c.Codec == chunkstream.CodecNone {
+			hint = fmt.Sprintf("run pgbb-fetch and pgbb-xlog with --compress %s for -F tar", compress.CodecName(want))
+		}
+		what := "a chunk compressed with " + got
+		if c.Codec == chunkstream.CodecNone {
+			what = "an uncompressed chunk"
+		}
+		return cliapp.WithHint(fmt.Errorf("%s: %s in a %s backup (a tar set is all one codec)", c.Path, what, t.layout.Suffix()), hint)
 	}
 	n, err := t.spool.WriteAt(c.Data, t.spoolEnd)
 	if err != nil {
@@ -216,7 +237,7 @@ func (t *tarTarget) fileDone(path string, sum fileSum, present bool) error {
 	if err := t.pad(a, size); err != nil {
 		return err
 	}
-	if a.name != "pg_wal.tar.xz" {
+	if t.layout.InManifest(a.name) {
 		t.entries = append(t.entries, manifest.File{Path: path, Size: size, Modified: t.now, CRC32C: sum.crc})
 	}
 	return nil
@@ -230,7 +251,10 @@ func (t *tarTarget) pad(a *tarArchive, size int64) error {
 	}
 	z, ok := t.padCache[n]
 	if !ok {
-		z = compress.XZStored(nil, make([]byte, n))
+		var err error
+		if z, err = compress.Stored(t.layout.Codec(), nil, make([]byte, n)); err != nil {
+			return err
+		}
 		t.padCache[n] = z
 	}
 	_, err := a.w.Write(z)

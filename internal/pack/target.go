@@ -59,11 +59,9 @@ func rawData(c *chunkstream.Chunk) ([]byte, error) {
 	if c.Codec == chunkstream.CodecNone {
 		return raw, nil // Record.Chunk checked RawCRC
 	}
-	if c.Codec == chunkstream.CodecXZ {
-		var err error
-		if raw, err = compress.UnXZ(c.Data, int(c.RawLen)); err != nil {
-			return nil, fmt.Errorf("%s: %w", c.Path, err)
-		}
+	var err error
+	if raw, err = compress.Decompress(c.Codec, c.Data, int(c.RawLen)); err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Path, err)
 	}
 	if crc32c.Checksum(raw) != c.RawCRC {
 		return nil, fmt.Errorf("%s at offset %d: chunk checksum mismatch", c.Path, c.Offset)

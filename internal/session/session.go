@@ -46,8 +46,8 @@ type Options struct {
 	Label    string
 	Fast     bool          // -c fast: immediate checkpoint at start
 	Delay    time.Duration // pause between WAL copy rounds
-	Compress string        // "none" or "xz", for WAL chunks
-	Level    int           // xz level; 0 means the default
+	Compress string        // codec of the WAL chunks, for compress.ParseCodec: "none" (or ""), "xz" or "zstd"
+	Level    int           // the codec's level (compress.ParseLevel); 0 means its default
 	NoSlot   bool          // do not create the temporary replication slot
 	Child    []string      // the base copy command; empty: wait for "stop" on stdin
 	Log      *cliapp.Logger
@@ -73,6 +73,7 @@ type session struct {
 	nextSeg wal.Segment
 	slot    string
 	codec   byte
+	comp    *compress.ChunkCompressor // reused for every chunk: memory stays flat
 	buf     []byte
 	zbuf    []byte
 	stop    wal.LSN // pg_backup_stop's LSN, once returned
@@ -89,18 +90,12 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 		o.Delay = time.Second
 	}
 	s := &session{ctx: ctx, o: o, stdout: stdout}
-	switch o.Compress {
-	case "", "none":
-	case "xz":
-		s.codec = chunkstream.CodecXZ
-	default:
-		return cliapp.Usage("use --compress none or --compress xz", "unknown compression %q", o.Compress)
+	var err error
+	if s.codec, err = compress.ParseCodec(o.Compress); err != nil {
+		return cliapp.Usage("use --compress "+compress.CodecNames, "%v", err)
 	}
-	if o.Level == 0 {
-		s.o.Level = compress.DefaultLevel
-	}
-	if s.o.Level < compress.MinLevel || s.o.Level > compress.MaxLevel {
-		return cliapp.Usage(fmt.Sprintf("give a level from %d to %d", compress.MinLevel, compress.MaxLevel), "bad compression level %d", o.Level)
+	if s.comp, err = compress.NewChunkCompressor(s.codec, o.Level); err != nil {
+		return cliapp.Usage(compress.LevelHelp(s.codec), "%v", err)
 	}
 	if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
 		return err
@@ -604,9 +599,9 @@ var zeros = make([]byte, chunk)
 func (s *session) writeChunk(path string, off uint64, data []byte) error {
 	c := chunkstream.Chunk{Item: 0, Offset: off, RawLen: uint32(len(data)), RawCRC: crc32c.Checksum(data),
 		Codec: s.codec, Path: path, Data: data}
-	if s.codec == chunkstream.CodecXZ {
+	if s.codec != chunkstream.CodecNone {
 		var err error
-		if s.zbuf, err = compress.XZLevel(s.zbuf[:0], data, s.o.Level); err != nil {
+		if s.zbuf, err = s.comp.Compress(s.zbuf, data); err != nil {
 			return err
 		}
 		c.Data = s.zbuf

@@ -16,10 +16,10 @@ import (
 type memberCheck func(path string, size int64, r io.Reader) error
 
 // errNoEndMarker is the damage of a tar archive that stops between two members, as one does whose last xz
-// streams are missing: xz cannot see that cut.
+// streams (zstd frames) are missing: the codec cannot see that cut.
 var errNoEndMarker = errors.New("it ends without the tar end-of-archive marker (cut short)")
 
-// readArchive streams the archive name of dir through xz and tar, hands each regular member to check
+// readArchive streams the archive name of dir through its codec's decoder and tar, hands each regular member to check
 // under the path pathOf gives its member name, and skips directories and symbolic links. On damage it
 // reports the archive, and the member it was reading, once each, and stops: the rest of the archive
 // cannot be read.
@@ -41,10 +41,11 @@ func (v *verifier) readArchive(name string, pathOf func(string) string, check me
 		}
 		return damagedAt("after "+printable(last), err)
 	}
-	xr, err := compress.NewXZReader(bufio.NewReaderSize(f, 1<<20))
+	xr, err := compress.NewArchiveReader(v.layout.Codec(), bufio.NewReaderSize(f, 1<<20))
 	if err != nil {
 		return damaged(err)
 	}
+	defer xr.Close()
 	ends := &endTracker{r: xr}
 	tr := tar.NewReader(ends)
 	for {
@@ -54,7 +55,7 @@ func (v *verifier) readArchive(name string, pathOf func(string) string, check me
 			if !ends.endMarker() {
 				return damaged(errNoEndMarker)
 			}
-			// the xz streams after the marker must be whole too; tar writers pad with zeros only
+			// the streams (frames) after the marker must be whole too; tar writers pad with zeros only
 			ends.mark()
 			if _, err := io.Copy(io.Discard, ends); err != nil {
 				return damaged(err)

@@ -2,10 +2,11 @@
 // pg_verifybackup does, for both of pgbb's formats, and never writes to the directory.
 //
 // A plain backup is a data directory with backup_manifest at its top; its tablespaces are links
-// pg_tblspc/<oid> and its WAL is in pg_wal. A tar backup holds base.tar.xz (the data directory), one
-// <oid>.tar.xz per tablespace (the tablespace directory's contents), pg_wal.tar.xz (WAL segments and
-// timeline history files at its top) and backup_manifest; each .tar.xz is a concatenation of complete xz
-// streams whose decompressed concatenation is one tar archive.
+// pg_tblspc/<oid> and its WAL is in pg_wal. A tar backup (internal/tarlayout) holds base.tar.xz (the data
+// directory), one <oid>.tar.xz per tablespace (the tablespace directory's contents), pg_wal.tar.xz (WAL
+// segments and timeline history files at its top) and backup_manifest, or the same archives as .tar.zst;
+// each archive is a concatenation of complete xz streams (zstd frames) whose decompressed concatenation is
+// one tar archive, every stream's check (frame's content checksum) verified.
 //
 // The file checks mirror pg_verifybackup of PostgreSQL 15 (src/bin/pg_verifybackup/pg_verifybackup.c): the
 // plain walk follows links (stat, not lstat) and skips its default ignore list; every file on disk must be
@@ -34,6 +35,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/tarlayout"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -42,13 +44,6 @@ const ManifestName = "backup_manifest"
 
 // linePrefix starts every problem line.
 const linePrefix = "pgbb-pack: verify: "
-
-// Names of the tar format's archives.
-const (
-	baseArchive = "base.tar.xz"
-	walArchive  = "pg_wal.tar.xz"
-	tarSuffix   = ".tar.xz"
-)
 
 // ignoredPaths are pg_verifybackup's default ignore list (pg_verifybackup.c, main): a plain backup's files
 // that are not checked, and everything under them. The manifest is not in itself; the WAL is checked
@@ -72,7 +67,8 @@ const (
 // manifest cannot be read or parsed, the directory cannot be listed, or writing to w fails: then the
 // backup was not verified. Verify reads dir and what its links point to, and writes nothing there.
 //
-// A tar backup is one whose dir holds base.tar.xz; otherwise dir is taken for a plain backup.
+// A tar backup is one whose dir holds base.tar.xz or base.tar.zst (all its archives then have that codec);
+// otherwise dir is taken for a plain backup.
 func Verify(dir string, w io.Writer) (problems int, err error) {
 	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
 	if err != nil {
@@ -83,10 +79,21 @@ func Verify(dir string, w io.Writer) (problems int, err error) {
 		return 0, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestName), err)
 	}
 	v := newVerifier(dir, m, w)
-	switch _, err = os.Stat(filepath.Join(dir, baseArchive)); {
-	case err == nil:
+	var statErr error
+	layout, isTar := tarlayout.Detect(func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) && statErr == nil {
+			statErr = err
+		}
+		return err == nil
+	})
+	switch {
+	case isTar:
+		v.layout = layout
 		err = v.verifyTar()
-	case errors.Is(err, fs.ErrNotExist):
+	case statErr != nil:
+		err = statErr
+	default:
 		err = v.verifyPlain()
 	}
 	if err == nil {
@@ -98,6 +105,7 @@ func Verify(dir string, w io.Writer) (problems int, err error) {
 // verifier holds one run's state.
 type verifier struct {
 	dir      string
+	layout   tarlayout.Layout // a tar backup's archives
 	m        *manifest.Manifest
 	entries  map[string]*entry
 	w        io.Writer
@@ -445,21 +453,6 @@ func (v *verifier) walPlainFile(name, fullPath string, size int64) {
 	}
 }
 
-// archiveOf returns the tar archive that holds a manifest path.
-func archiveOf(path string) string {
-	if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
-		if oid, _, ok := strings.Cut(rest, "/"); ok && isOID(oid) {
-			return oid + tarSuffix
-		}
-	}
-	return baseArchive
-}
-
-func isOID(s string) bool {
-	n, err := strconv.ParseUint(s, 10, 32)
-	return err == nil && n != 0 && strconv.FormatUint(n, 10) == s
-}
-
 // archiveState is what became of one expected archive.
 type archiveState int
 
@@ -470,51 +463,61 @@ const (
 	archiveUnopened
 )
 
-// verifyTar reads base.tar.xz, the tablespace archives and pg_wal.tar.xz, in that order.
+// verifyTar reads the base archive, the tablespace archives and the WAL archive, in that order.
 func (v *verifier) verifyTar() error {
 	des, err := os.ReadDir(v.dir)
 	if err != nil {
 		return err
 	}
+	l := v.layout
+	base, walArchive := l.Base(), l.WAL()
+	pathOf := func(archive string) func(string) string {
+		return func(member string) string { return l.PathOf(archive, member) }
+	}
 	state := map[string]archiveState{}
-	state[baseArchive] = v.readArchive(baseArchive, func(name string) string { return name }, v.dataMember)
+	state[base] = v.readArchive(base, pathOf(base), v.dataMember)
 	// a tablespace has an archive when the manifest has files in it or tablespace_map names it
-	expected := map[string]bool{}
+	expected := map[string]string{} // archive name -> oid
 	for oid := range v.tablespaceMapped {
-		expected[oid+tarSuffix] = true
+		n, _ := strconv.ParseUint(oid, 10, 32)
+		expected[l.Tablespace(uint32(n))] = oid
 	}
 	for _, e := range v.m.Files {
-		if a := archiveOf(e.Path); a != baseArchive {
-			expected[a] = true
+		if a := l.ArchiveOf(e.Path); a != base {
+			_, expected[a] = l.Parse(a)
 		}
 	}
 	var tablespaces []string
 	for _, de := range des {
 		name := de.Name()
+		kind, oid := l.Parse(name)
 		switch {
-		case name == ManifestName || name == baseArchive || name == walArchive:
-		case expected[name]:
+		case name == ManifestName || kind == tarlayout.Base || kind == tarlayout.WAL:
+		case expected[name] != "":
 			tablespaces = append(tablespaces, name)
-		case strings.HasSuffix(name, tarSuffix) && isOID(strings.TrimSuffix(name, tarSuffix)):
-			v.report(name, "unexpected archive: neither the manifest nor tablespace_map has tablespace %s", strings.TrimSuffix(name, tarSuffix))
-		case strings.HasSuffix(name, tarSuffix):
-			v.report(name, "unexpected archive in a tar-format backup")
+		case kind == tarlayout.Tablespace:
+			v.report(name, "unexpected archive: neither the manifest nor tablespace_map has tablespace %s", oid)
 		default:
-			v.report(name, "unexpected file in a tar-format backup")
+			if suffix, ok := tarlayout.IsArchiveName(name); ok && suffix != l.Suffix() {
+				v.report(name, "unexpected archive: a %s in a %s backup (a tar set is all one codec)", suffix, l.Suffix())
+			} else if ok {
+				v.report(name, "unexpected archive in a tar-format backup")
+			} else {
+				v.report(name, "unexpected file in a tar-format backup")
+			}
 		}
 	}
 	sort.Slice(tablespaces, func(i, j int) bool {
-		a, _ := strconv.ParseUint(strings.TrimSuffix(tablespaces[i], tarSuffix), 10, 32)
-		b, _ := strconv.ParseUint(strings.TrimSuffix(tablespaces[j], tarSuffix), 10, 32)
+		a, _ := strconv.ParseUint(expected[tablespaces[i]], 10, 32)
+		b, _ := strconv.ParseUint(expected[tablespaces[j]], 10, 32)
 		return a < b
 	})
 	for _, name := range tablespaces {
-		prefix := "pg_tblspc/" + strings.TrimSuffix(name, tarSuffix) + "/"
-		state[name] = v.readArchive(name, func(member string) string { return prefix + member }, v.dataMember)
+		state[name] = v.readArchive(name, pathOf(name), v.dataMember)
 	}
-	for name := range expected {
+	for name, oid := range expected {
 		if _, ok := state[name]; !ok {
-			v.report(name, "missing (tablespace %s)", strings.TrimSuffix(name, tarSuffix))
+			v.report(name, "missing (tablespace %s)", oid)
 		}
 	}
 	why := func(archive string) string {
@@ -528,12 +531,12 @@ func (v *verifier) verifyTar() error {
 		}
 		return "missing from " + archive
 	}
-	v.finish(func(path string) string { return why(archiveOf(path)) })
+	v.finish(func(path string) string { return why(l.ArchiveOf(path)) })
 
 	if _, err := os.Stat(filepath.Join(v.dir, walArchive)); err != nil {
 		v.report(walArchive, "missing")
 	} else {
-		state[walArchive] = v.readArchive(walArchive, func(name string) string { return "pg_wal/" + name }, v.walMember)
+		state[walArchive] = v.readArchive(walArchive, pathOf(walArchive), v.walMember)
 	}
 	v.wal.finish(why(walArchive))
 	v.crossCheck()
@@ -563,7 +566,7 @@ func (v *verifier) dataMember(path string, size int64, r io.Reader) error {
 // readTablespaceMap notes the OIDs of tablespace_map's lines ("<oid> <path>").
 func (v *verifier) readTablespaceMap(b []byte) {
 	for _, line := range strings.Split(string(b), "\n") {
-		if oid, _, ok := strings.Cut(line, " "); ok && isOID(oid) {
+		if oid, _, ok := strings.Cut(line, " "); ok && tarlayout.IsOID(oid) {
 			v.tablespaceMapped[oid] = true
 		}
 	}

@@ -11,11 +11,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/wal"
@@ -121,8 +123,27 @@ func (b *backup) manifest() []byte {
 	return manifest.Build(b.version, b.systemID, files, []manifest.WALRange{{Timeline: 1, Start: b.start, End: b.end}})
 }
 
+// tarExt is the archives' ending the tar tests write and read: ".tar.xz", or ".tar.zst" in their zstd runs,
+// where archiveName turns every name the tests spell ".tar.xz" into the codec's.
+var tarExt = ".tar.xz"
+
+func archiveName(name string) string {
+	if s, ok := strings.CutSuffix(name, ".tar.xz"); ok {
+		return s + tarExt
+	}
+	return name
+}
+
+func tarCodec() byte {
+	if tarExt == ".tar.zst" {
+		return chunkstream.CodecZstd
+	}
+	return chunkstream.CodecXZ
+}
+
 func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
+	path = archiveName(path)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -198,16 +219,23 @@ func tarOf(t *testing.T, files map[string][]byte, extra ...*tar.Header) []byte {
 	return buf.Bytes()
 }
 
-// xzPieces compresses raw as pgbb does, a concatenation of xz streams: here three, the last holding the
-// tar end-of-archive marker, unless cuts says where the streams start and end.
-func xzPieces(t *testing.T, raw []byte, cuts ...int) []byte {
+// archivePieces compresses raw as pgbb does, a concatenation of xz streams (zstd frames, in the zstd runs):
+// here three, the last holding the tar end-of-archive marker, unless cuts says where the streams start and
+// end.
+func archivePieces(t *testing.T, raw []byte, cuts ...int) []byte {
 	var out []byte
 	if cuts == nil {
 		cuts = []int{0, len(raw) / 2, len(raw) - 1024, len(raw)}
 	}
 	for i := 0; i+1 < len(cuts); i++ {
 		var err error
-		if out, err = compress.XZ(out, raw[cuts[i]:cuts[i+1]]); err != nil {
+		piece := raw[cuts[i]:cuts[i+1]]
+		if tarCodec() == chunkstream.CodecZstd {
+			out, err = compress.ZstdLevel(out, piece, 1)
+		} else {
+			out, err = compress.XZ(out, piece)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -233,9 +261,9 @@ func writeTar(t *testing.T, b *backup, manifestText []byte) string {
 		walFiles[name] = data
 	}
 	status := &tar.Header{Typeflag: tar.TypeDir, Name: "archive_status/", Mode: 0o700, ModTime: mod}
-	writeFile(t, filepath.Join(dir, "base.tar.xz"), xzPieces(t, tarOf(t, base, link)))
-	writeFile(t, filepath.Join(dir, tsOID+".tar.xz"), xzPieces(t, tarOf(t, ts)))
-	writeFile(t, filepath.Join(dir, "pg_wal.tar.xz"), xzPieces(t, tarOf(t, walFiles, status)))
+	writeFile(t, filepath.Join(dir, "base.tar.xz"), archivePieces(t, tarOf(t, base, link)))
+	writeFile(t, filepath.Join(dir, tsOID+".tar.xz"), archivePieces(t, tarOf(t, ts)))
+	writeFile(t, filepath.Join(dir, "pg_wal.tar.xz"), archivePieces(t, tarOf(t, walFiles, status)))
 	writeFile(t, filepath.Join(dir, ManifestName), manifestText)
 	return dir
 }
@@ -243,25 +271,27 @@ func writeTar(t *testing.T, b *backup, manifestText []byte) string {
 // rewriteArchive decompresses an archive of dir, changes its tar bytes and compresses it again.
 func rewriteArchive(t *testing.T, dir, name string, change func(raw []byte) []byte) {
 	t.Helper()
-	path := filepath.Join(dir, name)
+	path := archiveName(filepath.Join(dir, name))
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r, err := compress.NewXZReader(f)
+	r, err := compress.NewArchiveReader(tarCodec(), f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, path, xzPieces(t, change(raw)))
+	writeFile(t, path, archivePieces(t, change(raw)))
 }
 
 func changeFile(t *testing.T, path string, change func([]byte) []byte) {
 	t.Helper()
+	path = archiveName(path)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -486,18 +516,18 @@ func TestTarTamperings(t *testing.T) {
 			})
 		}, want: "base.tar.xz: data after the tar end-of-archive marker"},
 		{name: "extra archive", after: func(t *testing.T, dir string) {
-			writeFile(t, filepath.Join(dir, "99999.tar.xz"), xzPieces(t, tarOf(t, map[string][]byte{"PG_15_202209061/x": nil})))
+			writeFile(t, filepath.Join(dir, "99999.tar.xz"), archivePieces(t, tarOf(t, map[string][]byte{"PG_15_202209061/x": nil})))
 		}, want: "99999.tar.xz: unexpected archive"},
 		{name: "stray file", after: func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, "base.tar"), nil)
 		}, want: "base.tar: unexpected file in a tar-format backup"},
 		{name: "tablespace archive missing", after: func(t *testing.T, dir string) {
-			if err := os.Remove(filepath.Join(dir, tsOID+".tar.xz")); err != nil {
+			if err := os.Remove(archiveName(filepath.Join(dir, tsOID+".tar.xz"))); err != nil {
 				t.Fatal(err)
 			}
 		}, want: tsOID + ".tar.xz: missing"},
 		{name: "WAL archive missing", after: func(t *testing.T, dir string) {
-			if err := os.Remove(filepath.Join(dir, "pg_wal.tar.xz")); err != nil {
+			if err := os.Remove(archiveName(filepath.Join(dir, "pg_wal.tar.xz"))); err != nil {
 				t.Fatal(err)
 			}
 		}, want: "pg_wal.tar.xz: missing"},
@@ -507,7 +537,17 @@ func TestTarTamperings(t *testing.T) {
 			})
 		}, want: "PG_VERSION: in the archives twice"},
 	}, commonTamperings...)
-	verifyTamperings(t, "tar", cases)
+	for _, ext := range []string{".tar.xz", ".tar.zst"} {
+		t.Run(ext, func(t *testing.T) {
+			tarExt = ext
+			defer func() { tarExt = ".tar.xz" }()
+			translated := slices.Clone(cases)
+			for i := range translated {
+				translated[i].want = strings.ReplaceAll(translated[i].want, ".tar.xz", ext)
+			}
+			verifyTamperings(t, "tar", translated)
+		})
+	}
 }
 
 // A damaged archive's unread files count as problems, one line each.
@@ -546,8 +586,8 @@ func TestTarCutInsideAMember(t *testing.T) {
 	}
 	// a stream boundary inside base/5/16384's data, and the archive cut 20 bytes into the next stream
 	at := bytes.Index(raw, b.files["base/5/16384"]) + 8192
-	first := xzPieces(t, raw, 0, at)
-	writeFile(t, path, xzPieces(t, raw, 0, at, len(raw))[:len(first)+20])
+	first := archivePieces(t, raw, 0, at)
+	writeFile(t, path, archivePieces(t, raw, 0, at, len(raw))[:len(first)+20])
 	n, out := runVerify(t, dir)
 	for _, want := range []string{
 		"base/5/16384: not read whole: base.tar.xz is damaged\n",
@@ -586,5 +626,21 @@ func TestVerifyNeedsAManifest(t *testing.T) {
 	}
 	if _, err := Verify(dir, io.Discard); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing manifest: %v", err)
+	}
+}
+
+// A tar set is all one codec: a zstd set is read as one, and an archive of the other codec is reported.
+func TestTarSetIsOneCodec(t *testing.T) {
+	tarExt = ".tar.zst"
+	b := newBackup(1, true)
+	dir := writeTar(t, b, b.manifest())
+	tarExt = ".tar.xz"
+	if n, out := runVerify(t, dir); n != 0 {
+		t.Fatalf("zstd set: %d problems:\n%s", n, out)
+	}
+	writeFile(t, filepath.Join(dir, "pg_wal.tar.xz"), archivePieces(t, tarOf(t, map[string][]byte{"x": make([]byte, 600)})))
+	n, out := runVerify(t, dir)
+	if want := "pg_wal.tar.xz: unexpected archive: a .tar.xz in a .tar.zst backup (a tar set is all one codec)"; n != 1 || !strings.Contains(out, want) {
+		t.Fatalf("want only %q, got %d:\n%s", want, n, out)
 	}
 }

@@ -1,6 +1,6 @@
 // Package worklist reads and writes the pgbb work list, the text format specified in docs/worklist.md.
 //
-// It imports only the standard library.
+// It imports only the standard library and pgbb's pure packages (datadir, backupid).
 package worklist
 
 import (
@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/datadir"
 )
 
@@ -39,11 +39,6 @@ type Trailer struct {
 	Count    uint64
 	BackupID string
 }
-
-var backupIDPattern = regexp.MustCompile(`^[0-9A-Za-z-]{1,128}$`)
-
-// ValidBackupID reports whether id has the form a trailer may carry.
-func ValidBackupID(id string) bool { return backupIDPattern.MatchString(id) }
 
 // FormatItem returns it as one line, without the newline.
 func FormatItem(it Item) string {
@@ -144,7 +139,7 @@ func ParseLine(s string) (Line, error) {
 		if !ok {
 			return Line{}, fmt.Errorf("bad item count %q", f[1])
 		}
-		if !ValidBackupID(f[2]) {
+		if !backupid.Valid(f[2]) {
 			return Line{}, fmt.Errorf("bad backup id %q", f[2])
 		}
 		return Line{Trailer: &Trailer{Count: n, BackupID: f[2]}}, nil

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pgbb/pgbb/internal/backupid"
 )
 
 // needsEscape is the escaping rule of docs/worklist.md, written independently of EscapePath.
@@ -295,19 +297,6 @@ func TestUnescapePathRejects(t *testing.T) {
 	}
 }
 
-func TestValidBackupID(t *testing.T) {
-	for _, id := range []string{"a", "0", "-", "7312345678901234567-1-0-3000028-9f3c21ab", "ABC-def-123"} {
-		if !ValidBackupID(id) {
-			t.Errorf("ValidBackupID(%q) = false", id)
-		}
-	}
-	for _, id := range []string{"", "a b", "a_b", "a\n", "a\t", "a.b", "a/b", "é"} {
-		if ValidBackupID(id) {
-			t.Errorf("ValidBackupID(%q) = true", id)
-		}
-	}
-}
-
 const example = "1\td\t0\t0\tbase\n" +
 	"2\td\t0\t0\tbase/1\n" +
 	"3\tf\t0\t8192\tbase/1/112\n" +
@@ -520,7 +509,7 @@ func FuzzParseLine(f *testing.F) {
 			line = FormatItem(it)
 			checkLineChars(t, line, 4)
 		case l.Trailer != nil:
-			if !ValidBackupID(l.Trailer.BackupID) {
+			if !backupid.Valid(l.Trailer.BackupID) {
 				t.Fatalf("ParseLine(%q) accepted backup id %q", s, l.Trailer.BackupID)
 			}
 			line = FormatTrailer(*l.Trailer)
