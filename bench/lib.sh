@@ -19,10 +19,13 @@ bench_cleanup() {
 # image of ${PGBB_BENCH_FS_SIZE:-40G} in $work): this machine's root file system runs ext4 without a journal,
 # where creating a file scans the inodes deleted in the last minute (ialloc.c, recently_deleted), so a run
 # right after the last run's rm -rf pays for every file that run deleted, the more the more files. Set
-# PGBB_BENCH_LOOPFS=0 to write to $work directly.
+# PGBB_BENCH_LOOPFS=0 to write to $work directly, PGBB_BENCH_LOOPFS=tmpfs to write to a tmpfs.
 dst=$work/dst
 mkdir -p "$dst"
-if [ "$(id -u)" -eq 0 ] && [ "${PGBB_BENCH_LOOPFS:-1}" != 0 ]; then
+if [ "$(id -u)" -eq 0 ] && [ "${PGBB_BENCH_LOOPFS:-1}" = tmpfs ]; then
+	# PGBB_BENCH_LOOPFS=tmpfs: no disk at all, the steadiest measure of CPU per byte
+	mount -t tmpfs -o size="${PGBB_BENCH_FS_SIZE:-16G}" tmpfs "$dst"
+elif [ "$(id -u)" -eq 0 ] && [ "${PGBB_BENCH_LOOPFS:-1}" != 0 ]; then
 	truncate -s "${PGBB_BENCH_FS_SIZE:-40G}" "$work/fs.img"
 	mkfs.ext4 -q -F "$work/fs.img"
 	mount -o loop "$work/fs.img" "$dst"
@@ -74,3 +77,46 @@ make_wrappers() {
 		chmod +x "$wrap/$b"
 	done
 }
+
+# server_cpu: the CPU seconds (user+system) the cluster has used so far: every process of the postmaster's
+# tree, plus what the postmaster's reaped children (the backends that served the runs) used, which the
+# kernel adds to the postmaster's cutime and cstime.
+server_cpu() {
+	local pm ticks
+	pm=$(head -1 "$work/src/postmaster.pid")
+	ticks=$(
+		for p in $pm $(pgrep -P "$pm"); do
+			# fields after the command name: utime stime cutime cstime are 14..17 of /proc/PID/stat
+			[ -r "/proc/$p/stat" ] && sed 's/^.*) //' "/proc/$p/stat" | awk -v pm="$pm" -v p="$p" '{ t = $12 + $13; if (p == pm) t += $14 + $15; print t }'
+		done | awk '{ s += $1 } END { print s + 0 }'
+	)
+	echo "$ticks / $(getconf CLK_TCK)" | bc -l
+}
+
+# cpu_run NAME CMD…: runs CMD (a pgbb-basebackup or pg_basebackup command line) once with every pgbb
+# program under /usr/bin/time (make_wrappers first) and pg_basebackup too, and prints one line: NAME, the wall
+# seconds, the server's CPU seconds, and the client's per program (pgbb-xlog's own, without its children).
+cpu_run() {
+	local name=$1 s e s0 s1
+	shift
+	: >"$PGBB_RSS_LOG"
+	sync; sync
+	s0=$(server_cpu)
+	s=$(date +%s.%N)
+	PGBB_BINDIR=$wrap "$@" >/dev/null
+	e=$(date +%s.%N)
+	s1=$(server_cpu)
+	awk -v name="$name" -v wall="$(echo "$e - $s" | bc)" -v server="$(echo "$s1 - $s0" | bc)" '
+		{ cpu[$1] += $3 + $4; n[$1]++ }
+		END {
+			xlog = cpu["pgbb-xlog"] - cpu["pgbb-list"] - cpu["pgbb-fetch"]
+			client = cpu["pg_basebackup"] + cpu["pgbb-xlog"] + cpu["pgbb-pack"]
+			printf "%-34s wall %6.2f s  server %5.2f CPU-s  client %5.2f CPU-s:", name, wall, server, client
+			if (n["pg_basebackup"]) printf " pg_basebackup %.2f", cpu["pg_basebackup"]
+			if (n["pgbb-fetch"]) printf " fetch %.2f (%d jobs), pack %.2f, xlog+bash+xargs %.2f, list %.2f", cpu["pgbb-fetch"], n["pgbb-fetch"], cpu["pgbb-pack"], xlog, cpu["pgbb-list"]
+			printf "\n"
+		}' "$PGBB_RSS_LOG"
+}
+
+# timed_basebackup ARGS…: pg_basebackup under /usr/bin/time, for cpu_run.
+timed_basebackup() { /usr/bin/time -a -o "$PGBB_RSS_LOG" -f "pg_basebackup %M %U %S" pg_basebackup "$@"; }

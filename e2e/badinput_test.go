@@ -200,8 +200,9 @@ func TestKilledFetchJobFailsTheRun(t *testing.T) {
 	c := pgtest.New(t, pgtest.Options{})
 	c.Psql(t, "postgres", "CREATE TABLE big AS SELECT g, md5(g::text) AS v FROM generate_series(1, 2000000) g")
 	big := c.Psql(t, "postgres", "SELECT pg_relation_filepath('big')")
-	// a pgbb-fetch that, for the first job copying a range of the big table, copies slowly and is SIGKILLed
-	// mid-copy
+	// a pgbb-fetch that, for the first job given a range of the big table, is SIGKILLed once it has joined
+	// the run (connected to the sink and the server, held at its "fetch" test hook before its first item):
+	// timing alone would let a fast job finish first
 	wrapDir := t.TempDir()
 	os.Chmod(wrapDir, 0o755)
 	mark := filepath.Join(wrapDir, "killed")
@@ -209,12 +210,14 @@ func TestKilledFetchJobFailsTheRun(t *testing.T) {
 args=0; for a; do [[ $a == *$'\t'* ]] && args=1; done
 if [ $args = 0 ]; then input=$(cat); else input="$*"; fi
 if [[ "$input" == *"	` + big + `"* ]] && mkdir ` + mark + ` 2>/dev/null; then
+  export PGBB_TEST_HOOKS=` + mark + `
   if [ $args = 0 ]; then
-    ` + bin("pgbb-fetch") + ` --chunk-size 8192 "$@" <<<"$input" & pid=$!
+    ` + bin("pgbb-fetch") + ` "$@" <<<"$input" & pid=$!
   else
-    ` + bin("pgbb-fetch") + ` --chunk-size 8192 "$@" & pid=$!
+    ` + bin("pgbb-fetch") + ` "$@" & pid=$!
   fi
-  sleep 0.3; kill -9 $pid; wait $pid; exit $?
+  while [ ! -e ` + mark + `/fetch.reached ] && kill -0 $pid 2>/dev/null; do sleep 0.02; done
+  kill -9 $pid; wait $pid; exit $?
 fi
 if [ $args = 0 ]; then exec ` + bin("pgbb-fetch") + ` "$@" <<<"$input"; else exec ` + bin("pgbb-fetch") + ` "$@"; fi
 `
@@ -224,7 +227,7 @@ if [ $args = 0 ]; then exec ` + bin("pgbb-fetch") + ` "$@" <<<"$input"; else exe
 	}
 	os.Symlink(script, filepath.Join(wrapDir, "pgbb-basebackup"))
 	for _, fanout := range []string{"parallel", "xargs"} {
-		os.Remove(mark)
+		os.RemoveAll(mark)
 		dest := filepath.Join(t.TempDir(), "dest")
 		e := env()
 		for i, kv := range e {

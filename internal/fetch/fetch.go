@@ -24,6 +24,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/datadir"
+	"github.com/pgbb/pgbb/internal/directwrite"
 	"github.com/pgbb/pgbb/internal/pagecheck"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/testhook"
@@ -93,9 +94,17 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	out, commit, abort, closed, err := openOutput(ctx, o, stdout)
+	out, commit, abort, closed, offer, err := openOutput(ctx, o, stdout)
 	if err != nil {
 		return err
+	}
+	var direct *directwrite.Writer
+	if offer.Direct {
+		// the job writes its ranges into the target (docs/direct-write.md), with the source's modes exactly
+		defer offer.Close()
+		syscall.Umask(0)
+		direct = directwrite.New(offer.Dest, offer.Tablespaces, offer.DirMode, offer.NoSync)
+		defer direct.Close()
 	}
 	// A sink that ends (pgbb-pack failed, or stopped every stream after another part failed) ends this job
 	// at once, even in a connect or a query that writes nothing for a while.
@@ -143,7 +152,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		}
 	}
 	testhook.Pause("fetch")
-	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
+	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, direct: direct, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
 		verifyFrom: verifyFrom, log: o.Log}
 	defer f.closeReread()
 	lines := make(chan lineOrErr, 4096)
@@ -176,6 +185,11 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if f.badPages > 0 {
 		o.Log.Warn("%d pages failed checksum verification; pgbb-pack will keep the backup without backup_manifest and exit 3", f.badPages)
 	}
+	if direct != nil {
+		if err := direct.Close(); err != nil {
+			return err
+		}
+	}
 	if err := sw.Close(); err != nil {
 		return err
 	}
@@ -199,6 +213,7 @@ type fetcher struct {
 	dsn      string
 	reread   *server.Conn // a second connection for re-reading pages, opened when first needed
 	sw       *chunkstream.Writer
+	direct   *directwrite.Writer // writes ranges into the target itself, when the sink offered it
 	codec    byte
 	comp     *compress.ChunkCompressor // one encoder for the job's life: memory stays flat
 	chunk    int
@@ -317,6 +332,11 @@ func (f *fetcher) other(l worklist.Line) error {
 	it := l.Item
 	switch it.Kind {
 	case worklist.Dir:
+		if f.direct != nil {
+			if err := f.direct.Mkdir(it.Path); err != nil {
+				return err
+			}
+		}
 		return f.sw.WriteDir(it.Seq, it.Path)
 	case worklist.Link:
 		if !tablespaceLinkPath.MatchString(it.Path) {
@@ -395,14 +415,24 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool)
 		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
-		if f.codec != chunkstream.CodecNone {
+		if f.direct != nil {
+			// the bytes go into the target here; pgbb-pack gets what it needs to prove them
+			if err := f.direct.WriteAt(it.Path, r.Offset, data); err != nil {
+				return err
+			}
+			if err := f.sw.WriteWritten(chunkstream.Written{Item: it.Seq, Offset: c.Offset, Length: c.RawLen, CRC: c.RawCRC, Path: it.Path}); err != nil {
+				return err
+			}
+		} else if f.codec != chunkstream.CodecNone {
 			if f.zbuf, err = f.comp.Compress(f.zbuf, data); err != nil {
 				return err
 			}
 			c.Data = f.zbuf
 		}
-		if err := f.sw.WriteChunk(c); err != nil {
-			return err
+		if f.direct == nil {
+			if err := f.sw.WriteChunk(c); err != nil {
+				return err
+			}
 		}
 		for _, blk := range bad {
 			if err := f.sw.WriteBadPage(it.Seq, blk, it.Path); err != nil {
@@ -426,12 +456,12 @@ func (f *fetcher) closeReread() {
 // openOutput returns the writer, how to finish or abandon it, and a channel closed when a sink ends the
 // connection (nil, never ready, for other outputs). A file output is written under a temporary name and
 // renamed only on success.
-func openOutput(ctx context.Context, o Options, stdout *os.File) (io.Writer, func() error, func(), <-chan struct{}, error) {
+func openOutput(ctx context.Context, o Options, stdout *os.File) (io.Writer, func() error, func(), <-chan struct{}, sink.Offer, error) {
 	target := o.Output
 	if o.OutputDir != "" {
 		var r [6]byte
 		if _, err := rand.Read(r[:]); err != nil {
-			return nil, nil, nil, nil, err
+			return nil, nil, nil, nil, sink.Offer{}, err
 		}
 		target = filepath.Join(o.OutputDir, fmt.Sprintf("fetch-%d-%s.stream", os.Getpid(), hex.EncodeToString(r[:])))
 	}
@@ -440,26 +470,32 @@ func openOutput(ctx context.Context, o Options, stdout *os.File) (io.Writer, fun
 		if err != nil {
 			if _, serr := os.Stat(filepath.Dir(o.Sink)); ctx.Err() != nil || serr != nil || errors.Is(err, syscall.ECONNREFUSED) {
 				// the sink has ended (pgbb-basebackup removes its directory when the run fails), and says why
-				return nil, nil, nil, nil, cliapp.Consequence(fmt.Errorf("connect to the sink: %w", err))
+				return nil, nil, nil, nil, sink.Offer{}, cliapp.Consequence(fmt.Errorf("connect to the sink: %w", err))
 			}
-			return nil, nil, nil, nil, cliapp.WithHint(fmt.Errorf("connect to the sink: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
+			return nil, nil, nil, nil, sink.Offer{}, cliapp.WithHint(fmt.Errorf("connect to the sink: %w", err), "run pgbb-fetch under the pgbb-xlog that set PGBB_SINK, or give -o - to write to stdout")
+		}
+		// the sink's reader says first whether this job writes into the target itself
+		offer, err := sink.ReadOffer(ctx, c)
+		if err != nil {
+			c.Close()
+			return nil, nil, nil, nil, sink.Offer{}, cliapp.Consequence(fmt.Errorf("connect to the sink: %w", err))
 		}
 		// an unfinished stream (abort) lacks its end record, and pgbb-xlog fails the backup
-		return c, c.Close, func() { c.Close() }, sink.Closed(c), nil
+		return c, c.Close, func() { c.Close() }, sink.Closed(c), offer, nil
 	}
 	if target == "" || target == "-" {
 		if err := cliapp.RefuseTerminal(stdout, "a chunk stream"); err != nil {
-			return nil, nil, nil, nil, err
+			return nil, nil, nil, nil, sink.Offer{}, err
 		}
-		return stdout, func() error { return nil }, func() {}, nil, nil
+		return stdout, func() error { return nil }, func() {}, nil, sink.Offer{}, nil
 	}
 	tmp := target + ".tmp"
 	if strings.HasSuffix(target, ".tmp") {
-		return nil, nil, nil, nil, cliapp.Usage("choose another name", "output name %q ends in .tmp, which pgbb uses for unfinished files", target)
+		return nil, nil, nil, nil, sink.Offer{}, cliapp.Usage("choose another name", "output name %q ends in .tmp, which pgbb uses for unfinished files", target)
 	}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, nil, sink.Offer{}, err
 	}
 	commit := func() error {
 		if err := f.Sync(); err != nil {
@@ -479,5 +515,5 @@ func openOutput(ctx context.Context, o Options, stdout *os.File) (io.Writer, fun
 		return d.Sync()
 	}
 	abort := func() { f.Close(); os.Remove(tmp) }
-	return f, commit, abort, nil, nil
+	return f, commit, abort, nil, sink.Offer{}, nil
 }
