@@ -279,14 +279,18 @@ func TestPlainBackupUnderWriteLoad(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("PGBB_E2E_RUNS")); err == nil && n > 0 {
 		runs = n
 	}
-	for _, fanout := range []string{"parallel", "xargs"} {
-		t.Run(fanout, func(t *testing.T) {
+	// the jobs write into DEST themselves (direct writes) unless --no-direct-write: then they stream their
+	// data to pgbb-pack's sink
+	for _, variant := range [][]string{{"parallel"}, {"xargs"}, {"xargs", "--no-direct-write"}} {
+		fanout := variant[0]
+		t.Run(strings.Join(variant, " "), func(t *testing.T) {
 			s := newSource(t, 10)
 			for i := 1; i <= runs; i++ {
 				stop := s.load(t)
 				dest := s.c.TempDir(t)
 				tsNew := s.c.TempDir(t)
-				r := run(t, 10*time.Minute, env(), script, "-j", "4", "--fanout", fanout, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+				args := append([]string{"-j", "4", "--fanout", fanout}, variant[1:]...)
+				r := run(t, 10*time.Minute, env(), script, append(args, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)...)
 				stop()
 				if r.code != 0 {
 					t.Fatalf("run %d: pgbb-basebackup exit %d\nstderr:\n%s", i, r.code, r.stderr)

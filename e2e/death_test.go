@@ -93,48 +93,51 @@ func TestDeathOfAnyPartFailsTheRun(t *testing.T) {
 	}
 	c := pgtest.New(t, pgtest.Options{})
 	c.Psql(t, "postgres", "CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 100000) g")
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHooks(t)
-			h.pass("stop")
-			marker := "PGBB_TEST_HOOKS=" + h.dir
-			dest := filepath.Join(t.TempDir(), "dest")
-			done := make(chan result, 1)
-			go func() { done <- run(t, 5*time.Minute, env(marker), script, "-j", "2", c.DSN(), dest) }()
-			var killedAt time.Time
-			h.at("fetch", done, func() {
-				time.Sleep(200 * time.Millisecond) // let every job reach the hook
-				tc.kill(t, c, marker)
-				killedAt = time.Now()
+	// both data paths: the jobs writing into DEST themselves, and streaming to pgbb-pack
+	for _, path := range [][]string{{"-j", "2"}, {"-j", "2", "--no-direct-write"}} {
+		for _, tc := range cases {
+			t.Run(strings.TrimSpace(strings.Join(path[2:], " ")+" "+tc.name), func(t *testing.T) {
+				h := newHooks(t)
+				h.pass("stop")
+				marker := "PGBB_TEST_HOOKS=" + h.dir
+				dest := filepath.Join(t.TempDir(), "dest")
+				done := make(chan result, 1)
+				go func() { done <- run(t, 5*time.Minute, env(marker), script, append(path, c.DSN(), dest)...) }()
+				var killedAt time.Time
+				h.at("fetch", done, func() {
+					time.Sleep(200 * time.Millisecond) // let every job reach the hook
+					tc.kill(t, c, marker)
+					killedAt = time.Now()
+				})
+				r := <-done
+				if r.code == 0 {
+					t.Fatalf("exit 0 after the failure\n%s", r.stderr)
+				}
+				t.Logf("exit %d %v after the failure; stderr:\n%s", r.code, time.Since(killedAt), r.stderr)
+				expectNothingLeft(t, marker)
+				if last := lastLines(r.stderr, 3); !strings.Contains(last, tc.cause) {
+					t.Errorf("the last lines do not name the cause %q:\n%s", tc.cause, last)
+				}
+				if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
+					t.Fatal("backup_manifest written")
+				}
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					n := c.Psql(t, "postgres", "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgbb-%') + (SELECT count(*) FROM pg_replication_slots)")
+					if n == "0" {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%s pgbb sessions or slots left on the server", n)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+				// the server can take the next backup
+				dest2 := filepath.Join(t.TempDir(), "dest")
+				if r := run(t, 5*time.Minute, env(), script, c.DSN(), dest2); r.code != 0 {
+					t.Fatalf("next backup: %s", r.stderr)
+				}
 			})
-			r := <-done
-			if r.code == 0 {
-				t.Fatalf("exit 0 after the failure\n%s", r.stderr)
-			}
-			t.Logf("exit %d %v after the failure; stderr:\n%s", r.code, time.Since(killedAt), r.stderr)
-			expectNothingLeft(t, marker)
-			if last := lastLines(r.stderr, 3); !strings.Contains(last, tc.cause) {
-				t.Errorf("the last lines do not name the cause %q:\n%s", tc.cause, last)
-			}
-			if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
-				t.Fatal("backup_manifest written")
-			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				n := c.Psql(t, "postgres", "SELECT (SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgbb-%') + (SELECT count(*) FROM pg_replication_slots)")
-				if n == "0" {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s pgbb sessions or slots left on the server", n)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-			// the server can take the next backup
-			dest2 := filepath.Join(t.TempDir(), "dest")
-			if r := run(t, 5*time.Minute, env(), script, c.DSN(), dest2); r.code != 0 {
-				t.Fatalf("next backup: %s", r.stderr)
-			}
-		})
+		}
 	}
 }
