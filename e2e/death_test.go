@@ -40,6 +40,22 @@ func arg0(cmd string) string {
 	return filepath.Base(f[0])
 }
 
+// killTheOne SIGKILLs the one process of the run named prog.
+func killTheOne(prog string) func(t *testing.T, c *pgtest.Cluster, marker string) {
+	return func(t *testing.T, c *pgtest.Cluster, marker string) {
+		killed := 0
+		for pid, cmd := range procsWith(marker) {
+			if arg0(cmd) == prog {
+				syscall.Kill(pid, syscall.SIGKILL)
+				killed++
+			}
+		}
+		if killed != 1 {
+			t.Fatalf("killed %d %s processes: %v", killed, prog, procsWith(marker))
+		}
+	}
+}
+
 // The backup session dies, the server restarts, or a process of the pipeline is killed: the run exits
 // non-zero, no process of it is left a few seconds after the script exited, no backup_manifest is written,
 // the server keeps no backup session or slot of it, and the last lines printed name the cause.
@@ -57,30 +73,8 @@ func TestDeathOfAnyPartFailsTheRun(t *testing.T) {
 		{"pg_ctl restart -m fast", "terminating connection due to administrator command", func(t *testing.T, c *pgtest.Cluster, marker string) {
 			c.Restart(t)
 		}},
-		{"SIGKILL of pgbb-pack", "pgbb-pack was killed by SIGKILL", func(t *testing.T, c *pgtest.Cluster, marker string) {
-			killed := 0
-			for pid, cmd := range procsWith(marker) {
-				if arg0(cmd) == "pgbb-pack" {
-					syscall.Kill(pid, syscall.SIGKILL)
-					killed++
-				}
-			}
-			if killed != 1 {
-				t.Fatalf("killed %d pgbb-pack processes: %v", killed, procsWith(marker))
-			}
-		}},
-		{"SIGKILL of pgbb-xlog", "pgbb-xlog was killed by SIGKILL", func(t *testing.T, c *pgtest.Cluster, marker string) {
-			killed := 0
-			for pid, cmd := range procsWith(marker) {
-				if arg0(cmd) == "pgbb-xlog" {
-					syscall.Kill(pid, syscall.SIGKILL)
-					killed++
-				}
-			}
-			if killed != 1 {
-				t.Fatalf("killed %d pgbb-xlog processes: %v", killed, procsWith(marker))
-			}
-		}},
+		{"SIGKILL of pgbb-pack", "pgbb-pack was killed by SIGKILL", killTheOne("pgbb-pack")},
+		{"SIGKILL of pgbb-xlog", "pgbb-xlog was killed by SIGKILL", killTheOne("pgbb-xlog")},
 		{"SIGKILL of one fetcher", "pgbb-fetch: terminated by signal 9", func(t *testing.T, c *pgtest.Cluster, marker string) {
 			for pid, cmd := range procsWith(marker) {
 				if arg0(cmd) == "pgbb-fetch" {

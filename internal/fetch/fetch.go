@@ -9,8 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/pgbb/pgbb/internal/crc32c"
-	"github.com/pgbb/pgbb/internal/sink"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,6 +16,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/sink"
 
 	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
@@ -125,11 +126,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	}()
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
 	if err != nil {
-		hint := "check the connection string, PG* variables and that the server is running"
-		if server.ErrorCode(err) == server.TooManyConnections {
-			hint = "every fetch job takes a connection: run fewer jobs (pgbb-basebackup -j), raise max_connections, or close idle connections"
-		}
-		return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
+		return server.ConnectFailed(err, "every fetch job takes a connection: run fewer jobs (pgbb-basebackup -j), raise max_connections, or close idle connections")
 	}
 	defer conn.Close()
 	bw := bufio.NewWriterSize(out, 256<<10)

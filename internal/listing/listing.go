@@ -57,7 +57,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-list", false)
 	if err != nil {
-		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
+		return server.ConnectFailed(err, "")
 	}
 	defer conn.Close()
 	// pg_control's catalog version names the tablespace directories

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/wal"
@@ -95,6 +96,16 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 		return nil, err
 	}
 	return c, nil
+}
+
+// ConnectFailed wraps an error of Connect with the hint a user needs: whenFull when the server has no
+// connection free for the role (SQLSTATE 53300) and whenFull is not empty, else where to look.
+func ConnectFailed(err error, whenFull string) error {
+	hint := "check the connection string, PG* variables and that the server is running"
+	if whenFull != "" && ErrorCode(err) == TooManyConnections {
+		hint = whenFull
+	}
+	return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
 }
 
 // Close closes the connection; a backup session it held ends with it.

@@ -24,11 +24,7 @@ type CheckOptions struct {
 func Check(ctx context.Context, o CheckOptions) error {
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", false)
 	if err != nil {
-		hint := "check the connection string, PG* variables and that the server is running"
-		if server.ErrorCode(err) == server.TooManyConnections {
-			hint = "the server has no connection free for the backup: close idle connections or raise max_connections"
-		}
-		return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
+		return server.ConnectFailed(err, "the server has no connection free for the backup: close idle connections or raise max_connections")
 	}
 	defer conn.Close()
 	missing, err := conn.MissingGrants(ctx)

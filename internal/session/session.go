@@ -15,8 +15,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/pgbb/pgbb/internal/crc32c"
-	"github.com/pgbb/pgbb/internal/sink"
 	"io"
 	"net"
 	"os"
@@ -29,6 +27,9 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/sink"
 
 	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
@@ -105,7 +106,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	signal.Ignore(syscall.SIGPIPE)
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", true)
 	if err != nil {
-		return cliapp.WithHint(fmt.Errorf("connect: %w", err), "check the connection string, PG* variables and that the server is running")
+		return server.ConnectFailed(err, "")
 	}
 	s.conn = conn
 	defer conn.Close()
