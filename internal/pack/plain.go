@@ -175,7 +175,7 @@ func (t *plainTarget) writeAt(path string, off int64, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(data, off); err != nil {
+	if err := directwrite.WriteAt(f, data, off); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	t.startWriteback(f, off, int64(len(data)))
