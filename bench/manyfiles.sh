@@ -25,6 +25,11 @@ for i in $(seq "$runs"); do
 	echo "run $i: native $(tail -1 "$work/native") s, pgbb $(tail -1 "$work/pgbb") s;" \
 		"--no-sync: native $(tail -1 "$work/native_ns") s, pgbb $(tail -1 "$work/pgbb_ns") s" >&2
 done
+make_wrappers
+tnative() { rm -rf "$out"; timed_basebackup -D "$out" -Fp -Xstream -c fast "$@"; }
+echo "CPU seconds of every process (one more run each):" >&2
+cpu_run "pg_basebackup --no-sync" tnative --no-sync >&2
+cpu_run "pgbb -j $jobs --no-sync" pgbb --no-sync >&2
 n=$(median <"$work/native") p=$(median <"$work/pgbb") nn=$(median <"$work/native_ns") pn=$(median <"$work/pgbb_ns")
 printf '\n%-52s %8s\n' "$tables small tables, median of $runs" seconds
 printf '%-52s %8.2f\n' "pg_basebackup -Fp -Xstream -c fast" "$n" "pgbb -j $jobs" "$p" \

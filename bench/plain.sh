@@ -28,6 +28,14 @@ for i in $(seq "$runs"); do
 	echo "run $i: native $(tail -1 "$work/native") s, pgbb $(tail -1 "$work/pgbb") s;" \
 		"--no-sync: native $(tail -1 "$work/native_ns") s, pgbb $(tail -1 "$work/pgbb_ns") s, with GNU parallel $(tail -1 "$work/pgbb_p") s; cp -a $(tail -1 "$work/cp") s" >&2
 done
+# one more run of each under /usr/bin/time: where the CPU goes, per process
+make_wrappers
+tnative() { rm -rf "$out"; timed_basebackup -D "$out" -Fp -Xstream -c fast "$@"; }
+echo "CPU seconds of every process (one more run each):" >&2
+cpu_run "pg_basebackup" tnative >&2
+cpu_run "pgbb -j $jobs" pgbb >&2
+cpu_run "pg_basebackup --no-sync" tnative --no-sync >&2
+cpu_run "pgbb -j $jobs --no-sync" pgbb --no-sync >&2
 n=$(median <"$work/native") p=$(median <"$work/pgbb") nn=$(median <"$work/native_ns") pn=$(median <"$work/pgbb_ns") pp=$(median <"$work/pgbb_p") c=$(median <"$work/cp")
 printf '\n%-52s %8s\n' "plain, loopback, pgbench scale $scale ($(du -sh "$work/src" | cut -f1)), median of $runs" seconds
 printf '%-52s %8.2f\n' "pg_basebackup -Fp -Xstream -c fast" "$n" "pgbb -j $jobs" "$p" \

@@ -158,7 +158,7 @@ func TestStandbyUnderPrimaryLoad(t *testing.T) {
 }
 
 // TestStandbyPromotedDuringBackup promotes the standby while its backup runs: non-zero exit, no
-// backup_manifest, no slot left.
+// backup_manifest, no process of the run left, no slot left, and the cause in the last lines.
 func TestStandbyPromotedDuringBackup(t *testing.T) {
 	s := newSourceOf(t, majors[len(majors)-1], 5, pgtest.Options{DataChecksums: true})
 	sb := s.newStandby(t)
@@ -180,8 +180,9 @@ func TestStandbyPromotedDuringBackup(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
 		t.Fatalf("backup_manifest written for a backup whose standby was promoted")
 	}
-	if !strings.Contains(r.stderr, "promoted") {
-		t.Errorf("stderr does not say the standby was promoted:\n%s", r.stderr)
+	expectNothingLeft(t, "PGBB_TEST_HOOKS="+h.dir)
+	if last := lastLines(r.stderr, 3); !strings.Contains(last, "promoted") {
+		t.Errorf("the last lines do not say the standby was promoted:\n%s", last)
 	}
 	if n := sb.c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
 		t.Errorf("%s replication slots left on the promoted standby", n)
