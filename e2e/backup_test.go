@@ -335,3 +335,28 @@ pgbb-xlog -- bash -c 'set -o pipefail; pgbb-list -j 4 | parallel --will-cite --p
 		})
 	}
 }
+
+// DEST and a -T directory given as links to empty directories: the backup goes where they point, as it
+// did before the jobs wrote into DEST themselves (their descriptors are opened on the link's target).
+func TestLinkedTargetDirectories(t *testing.T) {
+	s := newSource(t, 1)
+	realDest, realTs, links := s.c.TempDir(t), s.c.TempDir(t), s.c.TempDir(t)
+	dest, tsNew := filepath.Join(links, "dest"), filepath.Join(links, "ts")
+	if err := os.Symlink(realDest, dest); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(realTs, tsNew); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, 5*time.Minute, env(), script, "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup exit %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(realDest, "backup_manifest")); err != nil {
+		t.Fatalf("no backup_manifest where DEST points: %v", err)
+	}
+	if ents, _ := os.ReadDir(realTs); len(ents) != 1 {
+		t.Fatalf("the tablespace's directory holds %d entries where -T points", len(ents))
+	}
+	s.verifyPlain(t, realDest)
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -222,6 +223,24 @@ var tempRelationName = regexp.MustCompile(`^t[0-9]+_[0-9]+(?:_(?:fsm|vm|init))?(
 // LooksLikeTempRelation reports whether name is a temporary relation's file, t<backend>_<number>…
 // (looks_like_temp_rel_name).
 func LooksLikeTempRelation(name string) bool { return tempRelationName.MatchString(name) }
+
+// CheckWorkItemPath refuses the paths a work item may not write, whoever writes it (pgbb-pack, or a job
+// writing into the target itself): backup_label, tablespace_map, backup_manifest and global/pg_control
+// (pgbb-xlog's records and pgbb-pack provide them), names starting ".pgbb" (pgbb-pack's own), and anything
+// inside pg_wal but the given empty directories (pgbb-xlog copies the WAL).
+func CheckWorkItemPath(path string, walDirs []string) error {
+	switch path {
+	case "backup_label", "tablespace_map", "backup_manifest", ControlFile:
+		return fmt.Errorf("work item writes %q, which only pgbb-xlog's records or pgbb-pack provide", path)
+	}
+	if strings.HasPrefix(path, ".pgbb") {
+		return fmt.Errorf("work item writes %q, a name pgbb-pack reserves", path)
+	}
+	if strings.HasPrefix(path, "pg_wal/") && !slices.Contains(walDirs, path) {
+		return fmt.Errorf("work item writes %q inside pg_wal", path)
+	}
+	return nil
+}
 
 // CheckPath enforces the rule for a path relative to the data directory (docs/worklist.md, and what
 // backup_manifest paths must be): relative, non-empty, no empty, "." or ".."

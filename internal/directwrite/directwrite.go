@@ -5,7 +5,9 @@
 // Every file is opened with openat2 and RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
 // RESOLVE_NO_XDEV, so the kernel refuses a path that would leave its directory or pass through any link,
 // whatever a work line says (invariant 9). pg_tblspc/<oid>/rest is written as rest beneath the tablespace's
-// descriptor, never through the pg_tblspc/<oid> link.
+// descriptor, never through the pg_tblspc/<oid> link. The names no work item may write are refused before
+// anything is written (datadir.CheckWorkItemPath). It imports only the standard library and pgbb's pure
+// rule packages.
 package directwrite
 
 import (
@@ -16,6 +18,9 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"github.com/pgbb/pgbb/internal/datadir"
+	"github.com/pgbb/pgbb/internal/pgversion"
 )
 
 // Writer writes ranges of files. It is not safe for concurrent use.
@@ -25,6 +30,7 @@ type Writer struct {
 	dirMode     uint32
 	fileMode    uint32
 	noSync      bool
+	walDirs     []string            // the empty directories below pg_wal a work item may make
 	open        map[string]*os.File // files being written, kept open between ranges
 	order       []string            // open files, oldest first
 }
@@ -37,11 +43,15 @@ const maxOpen = 64
 // The Writer does not own the descriptors.
 func New(dest *os.File, tablespaces map[uint32]*os.File, dirMode uint32, noSync bool) *Writer {
 	return &Writer{dest: dest, tablespaces: tablespaces, dirMode: dirMode, fileMode: dirMode &^ 0o111, noSync: noSync,
-		open: map[string]*os.File{}}
+		walDirs: pgversion.AnyWALDirPaths(), open: map[string]*os.File{}}
 }
 
-// resolve returns the directory descriptor and the path beneath it for a data-directory path.
+// resolve returns the directory descriptor and the path beneath it for a data-directory path. It refuses
+// the paths no work item may write (datadir.CheckWorkItemPath) before anything is written.
 func (w *Writer) resolve(path string) (int, string, error) {
+	if err := datadir.CheckWorkItemPath(path, w.walDirs); err != nil {
+		return 0, "", err
+	}
 	if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
 		oid, sub, ok := strings.Cut(rest, "/")
 		n, err := strconv.ParseUint(oid, 10, 32)
@@ -203,7 +213,8 @@ const (
 	resolveBeneath      = 0x08
 )
 
-// sysOpenat2 is the openat2 system call's number, the same on every architecture (Linux 5.6).
+// sysOpenat2 is the openat2 system call's number on the architectures of the common system call table
+// (x86-64, arm64 and most others; not MIPS), since Linux 5.6.
 const sysOpenat2 = 437
 
 // openBeneath opens path beneath dirfd, refusing any path that leaves it or passes through a link.
@@ -223,6 +234,17 @@ func openBeneath(dirfd int, path string, flags int, mode uint32) (int, error) {
 		}
 		return int(fd), nil
 	}
+}
+
+// Supported checks that the kernel lets this process open files beneath dir with openat2 (Linux 5.6; a
+// seccomp profile may refuse it): without it, jobs must stream their data instead.
+func Supported(dir *os.File) error {
+	fd, err := openBeneath(int(dir.Fd()), ".", oPath|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("openat2: %w", err)
+	}
+	syscall.Close(fd)
+	return nil
 }
 
 // OpenDir opens a directory to hand to a Writer: O_PATH, refusing a link.

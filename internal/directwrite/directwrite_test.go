@@ -69,7 +69,8 @@ func TestNothingIsWrittenOutsideTheTarget(t *testing.T) {
 	os.Symlink(filepath.Join(outside, "file"), filepath.Join(dest, "filelink"))
 	w := New(openDir(t, dest), nil, 0o700, true)
 	defer w.Close()
-	for _, p := range []string{"escape/x", "escape/sub/x", "loop/x", "filelink", "../x", "base/../../x", "/etc/x", "pg_tblspc/16384/PG_15_1/x", "pg_tblspc/x", "pg_tblspc/16384"} {
+	for _, p := range []string{"backup_manifest", "backup_label", "global/pg_control", "pg_wal/000000010000000000000001", ".pgbb-spool",
+		"escape/x", "escape/sub/x", "loop/x", "filelink", "../x", "base/../../x", "/etc/x", "pg_tblspc/16384/PG_15_1/x", "pg_tblspc/x", "pg_tblspc/16384"} {
 		if err := w.WriteAt(p, 0, []byte("no")); err == nil {
 			t.Errorf("WriteAt(%q) wrote", p)
 		}

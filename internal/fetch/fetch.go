@@ -320,6 +320,9 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 }
 
 func (f *fetcher) other(l worklist.Line) error {
+	if err := f.ctx.Err(); err != nil {
+		return err // the sink ended the stream: nothing more is made in the target
+	}
 	if t := l.Trailer; t != nil {
 		if t.BackupID != f.backupID {
 			return fmt.Errorf("work list of backup %s, but this backup is %s", t.BackupID, f.backupID)

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/crc32c"
+	"github.com/pgbb/pgbb/internal/datadir"
 	"github.com/pgbb/pgbb/internal/wal"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
@@ -61,15 +61,8 @@ func (p *packer) checkItemPath(item uint64, path string) error {
 	if err := worklist.CheckPath(path); err != nil {
 		return err
 	}
-	switch path {
-	case "backup_label", "tablespace_map", "backup_manifest", controlfile.Path:
-		return fmt.Errorf("work item writes %q, which only pgbb-xlog's records or pgbb-pack provide", path)
-	}
-	if strings.HasPrefix(path, ".pgbb") {
-		return fmt.Errorf("work item writes %q, a name pgbb-pack reserves", path)
-	}
-	if strings.HasPrefix(path, "pg_wal/") && !slices.Contains(p.major.WALDirPaths(), path) {
-		return fmt.Errorf("work item writes %q inside pg_wal", path)
+	if err := datadir.CheckWorkItemPath(path, p.major.WALDirPaths()); err != nil {
+		return err
 	}
 	if strings.HasPrefix(path, "pg_tblspc/") {
 		parts := strings.SplitN(path, "/", 3)

@@ -185,21 +185,18 @@ func Run(o Options, stdin io.Reader) (err error) {
 			case <-p.quit:
 				return nil
 			}
+			select {
+			case <-p.quit:
+				return nil // the run has failed: no descriptors for a job that came late
+			default:
+			}
 			direct, err := p.sendOffer(c)
 			if err != nil {
 				return err
 			}
-			err = p.readStream(c, fmt.Sprintf("sink stream %d", n), true, direct)
-			if direct {
-				// a job that writes into DEST may still be writing: wait until it has closed its end
-				// (the sink, stopped, gives it a few seconds) before DEST is cleaned
-				select {
-				case <-p.quit:
-					io.Copy(io.Discard, c)
-				default:
-				}
-			}
-			return err
+			// an error here makes the sink wait until the job has closed its end (sink.start), so that a
+			// job writing into DEST has stopped before DEST is cleaned
+			return p.readStream(c, fmt.Sprintf("sink stream %d", n), true, direct)
 		}); err != nil {
 			return err
 		}
@@ -217,8 +214,9 @@ func Run(o Options, stdin io.Reader) (err error) {
 		k.Stop()
 		k = nil
 	}
-	defer stopSink()
+	// the offer's descriptors are closed after the sink has stopped (defers run last first)
 	defer func() { p.offer.Close() }()
+	defer stopSink()
 	syscall.Umask(0)
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}, layout: layout}

@@ -132,17 +132,34 @@ func (t *plainTarget) written(w *chunkstream.Written) error {
 	return nil
 }
 
+// errNoOpenat2 says the jobs cannot write beneath a descriptor here; they then stream their data.
+var errNoOpenat2 = errors.New("the kernel refuses openat2, which direct writes need")
+
+// resolved returns dir with its links resolved, or dir when that fails (the open then says why).
+func resolved(dir string) string {
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		return r
+	}
+	return dir
+}
+
 // directOffer opens DEST and every tablespace's directory for the jobs to write beneath
 // (docs/direct-write.md); the caller closes them.
 func (t *plainTarget) directOffer() (sink.Offer, error) {
 	o := sink.Offer{Direct: true, NoSync: t.noSync, DirMode: uint32(t.dirMode), Tablespaces: map[uint32]*os.File{}}
 	var err error
-	if o.Dest, err = directwrite.OpenDir(t.dest); err != nil {
+	// DEST and -T directories the user named may be links to directories: the descriptors are opened on
+	// what they point to
+	if o.Dest, err = directwrite.OpenDir(resolved(t.dest)); err != nil {
 		return sink.Offer{}, err
+	}
+	if err := directwrite.Supported(o.Dest); err != nil {
+		o.Close()
+		return sink.Offer{}, fmt.Errorf("%w: %v", errNoOpenat2, err)
 	}
 	for link, target := range t.links {
 		oid, _ := strconv.ParseUint(strings.TrimPrefix(link, "pg_tblspc/"), 10, 32)
-		f, err := directwrite.OpenDir(target)
+		f, err := directwrite.OpenDir(resolved(target))
 		if err != nil {
 			o.Close()
 			return sink.Offer{}, err
@@ -257,9 +274,12 @@ func (t *plainTarget) fileDone(path string, sum fileSum, present bool) error {
 	if err != nil {
 		return err
 	}
+	// only cut: a file shorter than its proved bytes lost some of them (a truncate would fill zeros)
 	if fi, err := f.Stat(); err != nil {
 		return err
-	} else if fi.Size() != size {
+	} else if fi.Size() < size {
+		return fmt.Errorf("%s: %d bytes in the target, %d were stored", path, fi.Size(), size)
+	} else if fi.Size() > size {
 		if err := f.Truncate(size); err != nil {
 			return err
 		}

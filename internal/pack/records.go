@@ -248,7 +248,12 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		return err
 	}
 	if pt, ok := p.out.(*plainTarget); ok && !p.o.NoDirect && p.o.Sink != "" && len(s.Tablespaces) <= sink.MaxOfferTablespaces {
-		if p.offer, err = pt.directOffer(); err != nil {
+		if p.offer, err = pt.directOffer(); errors.Is(err, errNoOpenat2) {
+			// an old kernel or a seccomp profile: the jobs stream their data here, as before
+			p.o.Log.Info("jobs stream their data to pgbb-pack: %v", err)
+			err = nil
+		}
+		if err != nil {
 			return err
 		}
 	}

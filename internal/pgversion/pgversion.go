@@ -9,6 +9,7 @@ package pgversion
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -62,6 +63,20 @@ func (m Major) WALDirPaths() []string {
 	out := make([]string, len(m.WALDirs))
 	for i, d := range m.WALDirs {
 		out[i] = "pg_wal/" + d
+	}
+	return out
+}
+
+// AnyWALDirPaths are the WALDirPaths of every supported major, for a writer that does not know the
+// server's (a fetch job writing into the target; pgbb-pack's ledger checks the major's own).
+func AnyWALDirPaths() []string {
+	var out []string
+	for _, m := range majors {
+		for _, p := range m.WALDirPaths() {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -81,13 +82,17 @@ func (k *Sink) start(c net.Conn) {
 	go func() {
 		defer k.wg.Done()
 		err := k.handle(c, n)
+		if err != nil {
+			// fail with c still among the connections, so that its job too is told to stop, and wait (at
+			// most lingerWait) until it has closed its end: a job that writes into the target itself must
+			// have stopped before the target is cleaned
+			k.fail(err)
+			io.Copy(io.Discard, c)
+		}
 		k.mu.Lock()
 		delete(k.conns, c)
 		k.mu.Unlock()
 		c.Close()
-		if err != nil {
-			k.fail(err)
-		}
 	}()
 }
 
