@@ -61,7 +61,7 @@ func (p *packer) checkItemPath(item uint64, path string) error {
 	if err := worklist.CheckPath(path); err != nil {
 		return err
 	}
-	if err := datadir.CheckWorkItemPath(path, p.major.WALDirPaths()); err != nil {
+	if err := datadir.CheckWorkItemPath(path, p.walDirs); err != nil {
 		return err
 	}
 	if strings.HasPrefix(path, "pg_tblspc/") {

@@ -116,6 +116,7 @@ type packer struct {
 	trailer    *uint64
 	magic      uint16
 	major      pgversion.Major // the source server's row of the version table
+	walDirs    []string        // its empty directories below pg_wal, which work items may make
 	items      map[uint64]*itemState
 	files      map[string]*fileProgress
 	links      map[string]bool

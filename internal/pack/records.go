@@ -216,7 +216,7 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 	if p.major, err = pgversion.ForServer(int(s.ServerVersion)); err != nil {
 		return err
 	}
-	p.magic = p.major.WALPageMagic
+	p.magic, p.walDirs = p.major.WALPageMagic, p.major.WALDirPaths()
 	if !wal.ValidSegmentSize(uint64(s.WALSegmentSize)) {
 		return fmt.Errorf("bad WAL segment size %d", s.WALSegmentSize)
 	}

@@ -208,25 +208,9 @@ func (c *Conn) StopBackup(ctx context.Context) (wal.LSN, []byte, []byte, error) 
 	return lsn, label, spcmap, err
 }
 
-// WALFileName returns pg_walfile_name(lsn): the segment name on the server's current timeline.
-func (c *Conn) WALFileName(ctx context.Context, lsn wal.LSN) (string, error) {
-	var s string
-	err := c.pg.QueryRow(ctx, "SELECT pg_walfile_name($1::text::pg_lsn)", lsn.String()).Scan(&s)
-	return s, err
-}
-
-// FlushLSN returns pg_current_wal_flush_lsn(): WAL before it is on disk in complete pages. It fails on a
-// standby; see WALPosition.
-func (c *Conn) FlushLSN(ctx context.Context) (wal.LSN, error) {
-	var s string
-	if err := c.pg.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&s); err != nil {
-		return 0, err
-	}
-	return wal.ParseLSN(s)
-}
-
 // WALPosition returns how far the WAL in the server's pg_wal is final, and whether the server is (still)
-// in recovery: on a primary the flush position; on a standby the replay position, pg_last_wal_replay_lsn()
+// in recovery: on a primary the flush position (pg_current_wal_flush_lsn(), which fails during recovery);
+// on a standby the replay position, pg_last_wal_replay_lsn()
 // (the WAL before it was received, flushed and replayed, so a recycled segment under a future name can
 // no longer be mistaken for it). One statement, so the two answers agree.
 func (c *Conn) WALPosition(ctx context.Context) (wal.LSN, bool, error) {

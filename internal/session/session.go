@@ -28,15 +28,14 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/pgbb/pgbb/internal/crc32c"
-	"github.com/pgbb/pgbb/internal/sink"
-
 	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/crc32c"
 	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/sink"
 	"github.com/pgbb/pgbb/internal/testhook"
 	"github.com/pgbb/pgbb/internal/wal"
 )
