@@ -390,6 +390,9 @@ func (f *fetcher) batch(items []*worklist.Item) error {
 		if server.ErrorCode(err) == "42501" {
 			return cliapp.WithHint(fmt.Errorf("read %s: %w", items[0].Path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
 		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return cliapp.WithHint(fmt.Errorf("read: the server closed the connection: %w", err), "the server was shut down, restarted or crashed: see its log")
+		}
 		return fmt.Errorf("read: %w", err)
 	}
 	return nil
