@@ -33,8 +33,15 @@ func main() {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write the stream to FILE (whole or not at all), or to stdout with -o -; the default is the sink, else stdout"},
 			&cli.StringFlag{Name: "output-dir", Aliases: []string{"O"}, Usage: "write the stream to a new uniquely named .stream file in DIR"},
 			&cli.BoolFlag{Name: "no-verify-checksums", Usage: "do not verify page checksums (verified by default when the cluster has them)"},
+			&cli.IntFlag{Name: "retries", Value: fetch.DefaultRetries, Usage: "reconnect this many times in a row after the connection dropped (0: never)"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, EnvVars: []string{"PGBB_VERBOSE"}, Usage: "say each retry, and the job's counters at its end"},
 		},
 		Action: func(c *cli.Context) error {
+			log.Verbose = c.Bool("verbose")
+			retries := c.Int("retries")
+			if retries == 0 {
+				retries = -1 // Options: 0 is the default, negative is none
+			}
 			return fetch.Run(c.Context, fetch.Options{
 				DSN:               cliapp.DSN(c.String("dsn"), server.Password),
 				BackupID:          c.String("backup-id"),
@@ -46,6 +53,7 @@ func main() {
 				Sink:              c.String("sink"),
 				Items:             c.Args().Slice(),
 				NoVerifyChecksums: c.Bool("no-verify-checksums"),
+				Retries:           retries,
 				Log:               log,
 			}, os.Stdin, os.Stdout)
 		},

@@ -29,7 +29,10 @@ func main() {
 			&cli.BoolFlag{Name: "no-direct-write", Usage: "plain format: have the jobs on the sink stream their data here instead of writing it into DEST themselves (docs/direct-write.md)"},
 			&cli.BoolFlag{Name: "no-sync", Aliases: []string{"N"}, Usage: "do not fsync the output (as pg_basebackup --no-sync): faster, but a crash of this host can leave a backup that looks complete and is not"},
 			&cli.StringFlag{Name: "sink", Usage: "also take fetch streams on a new Unix socket at PATH (give pgbb-xlog the same path in PGBB_SINK)"},
-			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails"},
+			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails, whatever the format and however early"},
+			&cli.BoolFlag{Name: "resume", Usage: "plain format: complete the DEST of a failed or killed run (it holds .pgbb-incomplete), reusing the bytes the server's digests prove (docs/resume.md)"},
+			&cli.BoolFlag{Name: "no-keep", Usage: "plain format: remove what a failed run wrote (by default it is kept for --resume once the backup had started)"},
+			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed, and change nothing"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz, or .tar.zst with --compress zstd; needs chunks of that codec)"},
 			&cli.StringFlag{Name: "compress", Usage: "with -F tar: the codec the chunks were compressed with, xz (default) or zstd; a tar set is all one codec"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
@@ -52,6 +55,16 @@ func main() {
 			if !c.IsSet("pgdata") {
 				return cliapp.Usage("give the target with -D DIR", "no target directory")
 			}
+			if c.Bool("check") {
+				if !c.Bool("resume") {
+					return cliapp.Usage("give --check with --resume", "--check checks a DEST to resume")
+				}
+				if f := c.String("format"); f != "plain" && f != "p" {
+					return cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
+				}
+				_, err := pack.CheckResumable(c.String("pgdata"))
+				return err
+			}
 			maps := map[string]string{}
 			for _, m := range c.StringSlice("tablespace-mapping") {
 				old, nw, err := pack.ParseMapping(m)
@@ -70,6 +83,8 @@ func main() {
 				NoSync:   c.Bool("no-sync"),
 				Compress: c.String("compress"),
 				NoDirect: c.Bool("no-direct-write"),
+				Resume:   c.Bool("resume"),
+				NoKeep:   c.Bool("no-keep"),
 				Sink:     c.String("sink"),
 				Inputs:   c.Args().Slice(),
 				Log:      log,

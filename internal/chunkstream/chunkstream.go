@@ -39,6 +39,7 @@ const (
 	TypeTrailer     byte = 'T'
 	TypeBadPage     byte = 'K'
 	TypeWritten     byte = 'W'
+	TypeStats       byte = 'S'
 	TypeBackupEnd   byte = 'E'
 	TypeEnd         byte = 'Z'
 )
@@ -283,6 +284,24 @@ func (sw *Writer) WriteWritten(w Written) error {
 	return sw.write(TypeWritten, b)
 }
 
+// Stats is an S record: what one fetch job did (docs/resume.md, "Counters").
+type Stats struct {
+	Fetched   uint64 // bytes read from the server for work items
+	Reused    uint64 // bytes already in the target, proved equal to the server's by digest
+	Refetched uint64 // ranges fetched after a digest mismatch or a missing or short stored range
+	Retries   uint64 // reconnections after a dropped connection
+}
+
+// WriteStats writes an S record.
+func (sw *Writer) WriteStats(s Stats) error {
+	var b body
+	b.u64(s.Fetched)
+	b.u64(s.Reused)
+	b.u64(s.Refetched)
+	b.u64(s.Retries)
+	return sw.write(TypeStats, b)
+}
+
 // WriteOutcome writes an O record.
 func (sw *Writer) WriteOutcome(o Outcome) error {
 	var b body
@@ -376,9 +395,24 @@ func NewReader(r io.Reader, name string) *Reader {
 	return &Reader{r: bufio.NewReaderSize(r, 1<<20), name: name, open: map[uint64]uint64{}, ended: map[uint64]bool{}}
 }
 
+// ErrCut marks a reader's error that says the input ended early (a cut stream, a failed read), as when its
+// writer died; every other error of a Reader says the bytes are not a valid stream (damage or tampering).
+var ErrCut = errors.New("the input ended early")
+
 func (rd *Reader) errf(format string, a ...any) error {
 	return fmt.Errorf("%s: offset %d: %s", rd.name, rd.off, fmt.Sprintf(format, a...))
 }
+
+// cutf is errf for an input that ended early (ErrCut).
+func (rd *Reader) cutf(format string, a ...any) error {
+	return fmt.Errorf("%s: offset %d: %s%w", rd.name, rd.off, fmt.Sprintf(format, a...), cutMark{})
+}
+
+// cutMark makes an error match ErrCut without changing its text.
+type cutMark struct{}
+
+func (cutMark) Error() string        { return "" }
+func (cutMark) Is(target error) bool { return target == ErrCut }
 
 // Next returns the next record.
 func (rd *Reader) Next() (*Record, error) {
@@ -386,25 +420,25 @@ func (rd *Reader) Next() (*Record, error) {
 		first, err := rd.r.Peek(1)
 		if err == io.EOF {
 			if !rd.inBody {
-				return nil, rd.errf("empty input: no stream")
+				return nil, rd.cutf("empty input: no stream")
 			}
 			if rd.bare {
-				return nil, rd.errf("stream cut short: a prelude without records")
+				return nil, rd.cutf("stream cut short: a prelude without records")
 			}
 			for p := range rd.open {
-				return nil, rd.errf("stream cut short: producer %016x has no end record", p)
+				return nil, rd.cutf("stream cut short: producer %016x has no end record", p)
 			}
 			return nil, io.EOF
 		}
 		if err != nil {
-			return nil, rd.errf("read: %v", err)
+			return nil, rd.cutf("read: %v", err)
 		}
 		if first[0] != Magic[0] {
 			break
 		}
 		var pre [12]byte
 		if _, err := io.ReadFull(rd.r, pre[:]); err != nil {
-			return nil, rd.errf("stream prelude cut short")
+			return nil, rd.cutf("stream prelude cut short")
 		}
 		if rd.bare {
 			return nil, rd.errf("a prelude without records")
@@ -427,7 +461,7 @@ func (rd *Reader) Next() (*Record, error) {
 	}
 	hdr, err := rd.r.Peek(headerSize)
 	if err != nil {
-		return nil, rd.errf("record header cut short")
+		return nil, rd.cutf("record header cut short")
 	}
 	n := binary.BigEndian.Uint32(hdr)
 	if n > MaxBody {
@@ -439,7 +473,7 @@ func (rd *Reader) Next() (*Record, error) {
 	}
 	buf := rd.buf[:total]
 	if _, err := io.ReadFull(rd.r, buf); err != nil {
-		return nil, rd.errf("record cut short")
+		return nil, rd.cutf("record cut short")
 	}
 	if got, want := crc32c.Checksum(buf[:total-4]), binary.BigEndian.Uint32(buf[total-4:]); got != want {
 		return nil, rd.errf("record checksum mismatch (damaged stream)")
@@ -480,7 +514,7 @@ func (rd *Reader) sequence(rec *Record) error {
 		return rd.errf("record %d of producer %016x where %d was due (dropped, duplicated or reordered record)", rec.Num, rec.Producer, next)
 	}
 	switch rec.Type {
-	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd, TypeBadPage, TypeWritten:
+	case TypeBegin, TypeBackupStart, TypeDir, TypeLink, TypeChunk, TypeOutcome, TypeTrailer, TypeBackupEnd, TypeBadPage, TypeWritten, TypeStats:
 	case TypeEnd:
 		d := decoder{b: rec.Body}
 		cnt := d.u64()
@@ -662,6 +696,13 @@ func (r *Record) Outcome() (Outcome, error) {
 		return o, fmt.Errorf("outcome stores %d bytes of a %d-byte range", o.Stored, o.Length)
 	}
 	return o, d.done()
+}
+
+// Stats decodes an S record.
+func (r *Record) Stats() (Stats, error) {
+	d := decoder{b: r.Body}
+	s := Stats{Fetched: d.u64(), Reused: d.u64(), Refetched: d.u64(), Retries: d.u64()}
+	return s, d.done()
 }
 
 // BadPage decodes a K record.

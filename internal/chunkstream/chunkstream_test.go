@@ -53,6 +53,8 @@ func decode(rec *Record) (any, error) {
 		return rec.Outcome()
 	case TypeWritten:
 		return rec.Written()
+	case TypeStats:
+		return rec.Stats()
 	case TypeTrailer:
 		n, id, err := rec.Trailer()
 		return trailer{n, id}, err
@@ -121,6 +123,8 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteOutcome(ov), TypeOutcome, ov)
 	w := Written{Item: 5, Offset: 1 << 30, Length: 8192, CRC: 0xcafef00d, Path: "base/1/\xe9t\xe9"}
 	add(sw.WriteWritten(w), TypeWritten, w)
+	st := Stats{Fetched: 1 << 40, Reused: 3 << 20, Refetched: 7, Retries: 2}
+	add(sw.WriteStats(st), TypeStats, st)
 	add(sw.WriteTrailer(4, testID), TypeTrailer, trailer{4, testID})
 	e := BackupEnd{StopLSN: 0x3000100, StopTimeline: 1, BackupLabel: []byte("START WAL LOCATION: 0/3000028\n"),
 		TablespaceMap: []byte("16384 /srv/ts1\n")}
@@ -132,6 +136,7 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteChunk(Chunk{}), TypeChunk, Chunk{})
 	add(sw.WriteOutcome(Outcome{}), TypeOutcome, Outcome{})
 	add(sw.WriteWritten(Written{}), TypeWritten, Written{})
+	add(sw.WriteStats(Stats{}), TypeStats, Stats{})
 	add(sw.WriteTrailer(0, ""), TypeTrailer, trailer{0, ""})
 	add(sw.WriteBackupEnd(BackupEnd{}), TypeBackupEnd, BackupEnd{})
 	add(sw.Close(), TypeEnd, end{uint64(len(ws))})

@@ -120,6 +120,9 @@ func (l *Logger) Warn(format string, a ...any) { l.print("warning", format, a...
 // Hint prints a hint.
 func (l *Logger) Hint(format string, a ...any) { l.print("hint", format, a...) }
 
+// Note prints an informational message whether or not Verbose is set (a summary worth reading).
+func (l *Logger) Note(format string, a ...any) { l.print("info", format, a...) }
+
 // Info prints a progress message when Verbose is set.
 func (l *Logger) Info(format string, a ...any) {
 	if l.Verbose {

@@ -13,6 +13,7 @@ package directwrite
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -84,6 +85,28 @@ func (w *Writer) WriteAt(path string, off int64, data []byte) error {
 	return nil
 }
 
+// ReadAt reads what the target holds of the file at path from off into buf, as WriteAt would find it: it
+// returns the bytes there, fewer than len(buf) where the file ends (none when the file did not exist; it
+// is then created empty, as WriteAt would). A resuming job compares them with the server's digests.
+func (w *Writer) ReadAt(path string, off int64, buf []byte) (int, error) {
+	f, err := w.file(path)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for n < len(buf) {
+		m, err := f.ReadAt(buf[n:], off+int64(n))
+		n += m
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, fmt.Errorf("read %s in the target: %w", path, err)
+		}
+	}
+	return n, nil
+}
+
 // writePiece is the most WriteAt hands the kernel at once. Measured on this machine's journaled ext4 (a
 // loop device; docs/BENCHMARKS.md, "Writing into the page cache"): 1 MiB writes into new files cost the
 // writer 0.7 to 3.3 CPU-seconds for 800 MB, most of it in copy_folio_from_iter_atomic, 32 KiB writes 0.6
@@ -133,14 +156,15 @@ func (w *Writer) file(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err := openBeneath(dirfd, rel, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_CLOEXEC, w.fileMode)
+	// read and write: a resuming job reads back what an earlier run stored (ReadAt)
+	fd, err := openBeneath(dirfd, rel, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, w.fileMode)
 	if errors.Is(err, syscall.ENOENT) {
 		if i := strings.LastIndexByte(rel, '/'); i > 0 {
 			if err := w.mkdirs(dirfd, rel[:i]); err != nil {
 				return nil, err
 			}
 		}
-		fd, err = openBeneath(dirfd, rel, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_CLOEXEC, w.fileMode)
+		fd, err = openBeneath(dirfd, rel, syscall.O_RDWR|syscall.O_CREAT|syscall.O_CLOEXEC, w.fileMode)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s in the target: %w", path, err)

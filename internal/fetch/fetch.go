@@ -49,8 +49,14 @@ type Options struct {
 	// NoVerifyChecksums turns off page checksum verification (on by default when the cluster has data
 	// checksums).
 	NoVerifyChecksums bool
-	Log               *cliapp.Logger
+	// Retries bounds the reconnections in a row, without progress between them, after a dropped connection
+	// (docs/resume.md, "Retry"); 0 means DefaultRetries, a negative value none.
+	Retries int
+	Log     *cliapp.Logger
 }
+
+// DefaultRetries is how many times in a row a job reconnects after its connection dropped.
+const DefaultRetries = 5
 
 var tablespaceLinkPath = regexp.MustCompile(`^pg_tblspc/[0-9]+$`)
 
@@ -126,9 +132,8 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	}()
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
 	if err != nil {
-		return server.ConnectFailed(err, "every fetch job takes a connection: run fewer jobs (pgbb-basebackup -j), raise max_connections, or close idle connections")
+		return server.ConnectFailed(err, connectHint)
 	}
-	defer conn.Close()
 	bw := bufio.NewWriterSize(out, 256<<10)
 	sw, err := chunkstream.NewWriter(bw, "pgbb-fetch", o.BackupID)
 	if err != nil {
@@ -149,9 +154,13 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		}
 	}
 	testhook.Pause("fetch")
+	retries := o.Retries
+	if retries == 0 {
+		retries = DefaultRetries
+	}
 	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, direct: direct, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
-		verifyFrom: verifyFrom, log: o.Log}
-	defer f.closeReread()
+		verifyFrom: verifyFrom, log: o.Log, retries: max(retries, 0), resume: offer.Resume && direct != nil}
+	defer f.closeConns()
 	lines := make(chan lineOrErr, 4096)
 	go func() {
 		defer close(lines)
@@ -179,6 +188,11 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if err := f.run(lines); err != nil {
 		return err
 	}
+	o.Log.Info("fetched %d bytes, reused %d bytes after a digest match, %d ranges re-fetched after a mismatch, %d retries",
+		f.stats.Fetched, f.stats.Reused, f.stats.Refetched, f.stats.Retries)
+	if err := sw.WriteStats(f.stats); err != nil {
+		return err
+	}
 	if f.badPages > 0 {
 		o.Log.Warn("%d pages failed checksum verification; pgbb-pack will keep the backup without backup_manifest and exit 3", f.badPages)
 	}
@@ -195,6 +209,8 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	}
 	return commit()
 }
+
+const connectHint = "every fetch job takes a connection: run fewer jobs (pgbb-basebackup -j), raise max_connections, or close idle connections"
 
 // errSinkEnded is why a job stops when its sink connection ends before its stream does.
 var errSinkEnded = errors.New("the sink ended this stream: pgbb-pack (or pgbb-xlog) failed or stopped, and says why")
@@ -221,14 +237,20 @@ type fetcher struct {
 	verifyFrom uint64
 	badPages   int
 	log        *cliapp.Logger
+	retries    int               // reconnections in a row without progress before the job gives up
+	progress   uint64            // pieces proved so far: a try that made progress resets the count
+	stats      chunkstream.Stats // what the S record says at the end
+	resume     bool              // compare the target's bytes with the server's before fetching (docs/resume.md)
+	dest       []byte            // the target's bytes of a piece, when resuming
 }
 
 // verifyPages checks the page checksums of data read from path at off, as basebackup.c does: a page that
 // fails is read again alone (the server may have been writing it) and the fresh copy replaces it in data;
 // a page that fails twice is reported in a K record after the chunk.
-func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) (bad []uint64, err error) {
+// It returns the indexes of the pages it replaced in data.
+func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) (bad []uint64, replaced []int, err error) {
 	if f.verifyFrom == 0 || off%pagecheck.PageSize != 0 || !datadir.HasPageChecksums(path) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	base := datadir.SegmentNumber(path[strings.LastIndexByte(path, '/')+1:]) * pagecheck.BlocksPerSegment
 	for p := 0; p+pagecheck.PageSize <= len(data); p += pagecheck.PageSize {
@@ -240,15 +262,16 @@ func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) 
 		if f.reread == nil {
 			// the main connection is busy streaming the batch
 			if f.reread, err = server.Connect(f.ctx, f.dsn, "pgbb-fetch", false); err != nil {
-				return nil, fmt.Errorf("connect to re-read %s block %d: %w", path, blk, err)
+				return nil, nil, fmt.Errorf("connect to re-read %s block %d: %w", path, blk, err)
 			}
 		}
 		again, missing, err := f.reread.ReadFile(f.ctx, nil, path, off+int64(p), pagecheck.PageSize)
 		if err != nil {
-			return nil, fmt.Errorf("re-read %s block %d: %w", path, blk, err)
+			return nil, nil, fmt.Errorf("re-read %s block %d: %w", path, blk, err)
 		}
 		if !missing && len(again) == pagecheck.PageSize {
 			copy(page, again)
+			replaced = append(replaced, p/pagecheck.PageSize)
 			if !pagecheck.NeedsCheck(page, f.verifyFrom) || pagecheck.Valid(page, uint32(blk)) {
 				continue
 			}
@@ -259,7 +282,7 @@ func (f *fetcher) verifyPages(item uint64, path string, off int64, data []byte) 
 		f.log.Warn("checksum verification failed in file %q, block %d: calculated %04X but expected %04X", path, blk, pagecheck.Checksum(page, uint32(blk)), pagecheck.Stored(page))
 		bad = append(bad, blk)
 	}
-	return bad, nil
+	return bad, replaced, nil
 }
 
 type lineOrErr struct {
@@ -347,59 +370,160 @@ func (f *fetcher) other(l worklist.Line) error {
 	return fmt.Errorf("item %d: unknown kind", it.Seq)
 }
 
-// itemCopy follows one item through the pieces of a batch.
+// itemCopy follows one item through the pieces of a batch, and through the tries of a batch whose
+// connection dropped.
 type itemCopy struct {
-	it     *worklist.Item
-	stored int64
-	status byte
-	ended  bool // vanished or shrank: later pieces are ignored
+	it      *worklist.Item
+	stored  int64
+	status  byte
+	ended   bool // vanished or shrank: later pieces are ignored
+	outcome bool // its O record is written: the item is done
 }
 
-// batch copies items in one statement: each item is cut into pieces of f.chunk bytes (an empty file is one
-// empty piece, whose NULL or empty result tells whether it still exists), and each piece becomes one chunk.
-// A file that vanished or came back short ends its item there; WAL replay restores the rest (invariant 6).
+// remaining is the range of an item that no piece has proved yet: from the item's offset plus what it
+// stored (pieces are proved whole and in order).
+func (ic *itemCopy) remaining() (off, length int64) {
+	return ic.it.Offset + ic.stored, ic.it.Length - ic.stored
+}
+
+// batch copies items, in one statement per try. A connection that drops is opened again and the items go on
+// from their first piece not yet proved (docs/resume.md, "Retry"): every record already written describes
+// whole pieces, so nothing is half-kept. It gives up after f.retries tries in a row without progress.
 func (f *fetcher) batch(items []*worklist.Item) error {
+	ics := make([]*itemCopy, len(items))
+	for i, it := range items {
+		ics[i] = &itemCopy{it: it, status: chunkstream.Stored}
+	}
+	tries := 0
+	for {
+		var pending []*itemCopy
+		for _, ic := range ics {
+			if !ic.outcome {
+				pending = append(pending, ic)
+			}
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		before := f.progress
+		err := f.connect()
+		if err == nil {
+			err = f.copyItems(pending)
+		}
+		if err == nil {
+			return nil
+		}
+		if !server.Retryable(err) || f.ctx.Err() != nil {
+			return f.readFailed(items[0].Path, err)
+		}
+		if f.progress != before {
+			tries = 0
+		}
+		if tries >= f.retries {
+			return cliapp.WithHint(fmt.Errorf("gave up after %d retries: %w", tries, f.readFailed(items[0].Path, err)),
+				"the connection to the server kept dropping: see the server's log, and the network or pooler between")
+		}
+		tries++
+		f.stats.Retries++
+		wait := retryWait << (tries - 1)
+		f.log.Info("retry %d of %d in %s: %v", tries, f.retries, wait, err)
+		f.closeConns()
+		select {
+		case <-time.After(wait):
+		case <-f.ctx.Done():
+			return f.ctx.Err()
+		}
+	}
+}
+
+// retryWait is the wait before the first retry; each next one waits twice as long.
+const retryWait = 500 * time.Millisecond
+
+// connect opens the job's connection again after a retryable failure closed it.
+func (f *fetcher) connect() error {
+	if f.conn != nil {
+		return nil
+	}
+	c, err := server.Connect(f.ctx, f.dsn, "pgbb-fetch", false)
+	if err != nil {
+		return server.ConnectFailed(err, connectHint)
+	}
+	f.conn = c
+	return nil
+}
+
+// readFailed gives a read's error the hint it needs.
+func (f *fetcher) readFailed(path string, err error) error {
+	var ce *cliapp.Error
+	if errors.As(err, &ce) {
+		return err
+	}
+	if server.ErrorCode(err) == "42501" {
+		return cliapp.WithHint(fmt.Errorf("read %s: %w", path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return cliapp.WithHint(fmt.Errorf("read: the server closed the connection: %w", err), "the server was shut down, restarted or crashed: see its log")
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+// copyItems copies what the items still lack, in one statement: each item's remaining range is cut into
+// pieces of f.chunk bytes (an empty file is one empty piece, whose NULL or empty result tells whether it
+// still exists), and each piece becomes one chunk. A file that vanished or came back short ends its item
+// there; WAL replay restores the rest (invariant 6).
+func (f *fetcher) copyItems(ics []*itemCopy) error {
 	var ranges []server.Range
 	var owner []*itemCopy
-	for _, it := range items {
-		ic := &itemCopy{it: it, status: chunkstream.Stored}
-		if it.Length == 0 {
-			ranges = append(ranges, server.Range{Path: it.Path, Offset: it.Offset})
+	for _, ic := range ics {
+		off, length := ic.remaining()
+		if ic.ended || (length == 0 && ic.it.Length > 0) {
+			if err := f.outcome(ic); err != nil {
+				return err
+			}
+			continue
+		}
+		if length == 0 {
+			ranges = append(ranges, server.Range{Path: ic.it.Path, Offset: off})
 			owner = append(owner, ic)
 		}
-		for off := int64(0); off < it.Length; off += int64(f.chunk) {
-			ranges = append(ranges, server.Range{Path: it.Path, Offset: it.Offset + off, Length: min(int64(f.chunk), it.Length-off)})
+		for o := int64(0); o < length; o += int64(f.chunk) {
+			ranges = append(ranges, server.Range{Path: ic.it.Path, Offset: off + o, Length: min(int64(f.chunk), length-o)})
 			owner = append(owner, ic)
 		}
 	}
-	err := f.conn.ReadRanges(f.ctx, ranges, func(i int, data []byte, missing bool) error {
+	if f.resume {
+		return f.compareRanges(ranges, owner)
+	}
+	return f.conn.ReadRanges(f.ctx, ranges, func(i int, data []byte, missing bool) error {
 		ic, r := owner[i], ranges[i]
 		if !ic.ended {
-			if err := f.piece(ic, r, data, missing); err != nil {
+			f.stats.Fetched += uint64(len(data))
+			if err := f.piece(ic, r, data, missing, nil); err != nil {
 				return err
 			}
 		}
 		if i+1 == len(ranges) || owner[i+1] != ic {
-			it := ic.it
-			return f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: ic.status, Offset: uint64(it.Offset), Length: uint64(it.Length),
-				Final: it.Kind == worklist.File, Stored: uint64(ic.stored), Path: it.Path})
+			return f.outcome(ic)
 		}
 		return nil
 	})
-	if err != nil {
-		if server.ErrorCode(err) == "42501" {
-			return cliapp.WithHint(fmt.Errorf("read %s: %w", items[0].Path, err), "GRANT EXECUTE ON FUNCTION pg_read_binary_file(text, bigint, bigint, boolean) TO the backup role")
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return cliapp.WithHint(fmt.Errorf("read: the server closed the connection: %w", err), "the server was shut down, restarted or crashed: see its log")
-		}
-		return fmt.Errorf("read: %w", err)
+}
+
+// outcome writes an item's O record, once.
+func (f *fetcher) outcome(ic *itemCopy) error {
+	it := ic.it
+	if err := f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: ic.status, Offset: uint64(it.Offset), Length: uint64(it.Length),
+		Final: it.Kind == worklist.File, Stored: uint64(ic.stored), Path: it.Path}); err != nil {
+		return err
 	}
+	ic.outcome = true
 	return nil
 }
 
 // piece stores the bytes read for one piece of an item.
-func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool) error {
+// dirty, when not nil, says per page of data which pages differ from what the target already holds
+// (resume): only those are written; nil means all of them.
+func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool, dirty []bool) error {
 	it := ic.it
 	if missing {
 		if ic.stored == 0 {
@@ -412,15 +536,20 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool)
 		return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), r.Length)
 	}
 	if len(data) > 0 {
-		bad, err := f.verifyPages(it.Seq, it.Path, r.Offset, data)
+		bad, replaced, err := f.verifyPages(it.Seq, it.Path, r.Offset, data)
 		if err != nil {
 			return err
+		}
+		for _, p := range replaced {
+			if dirty != nil {
+				dirty[p] = true
+			}
 		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
 			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
 		if f.direct != nil {
 			// the bytes go into the target here; pgbb-pack gets what it needs to prove them
-			if err := f.direct.WriteAt(it.Path, r.Offset, data); err != nil {
+			if err := f.writeDirty(it.Path, r.Offset, data, dirty); err != nil {
 				return err
 			}
 			if err := f.sw.WriteWritten(chunkstream.Written{Item: it.Seq, Offset: c.Offset, Length: c.RawLen, CRC: c.RawCRC, Path: it.Path}); err != nil {
@@ -444,15 +573,45 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool)
 		}
 		ic.stored += int64(len(data))
 	}
+	f.progress++
 	if int64(len(data)) < r.Length {
 		ic.ended = true // the file shrank while being read
 	}
 	return nil
 }
 
-func (f *fetcher) closeReread() {
+// writeDirty writes the pages of data that dirty marks (all of them when dirty is nil) at off, in runs.
+func (f *fetcher) writeDirty(path string, off int64, data []byte, dirty []bool) error {
+	if dirty == nil {
+		return f.direct.WriteAt(path, off, data)
+	}
+	for p := 0; p < len(dirty) && p*pagecheck.PageSize < len(data); {
+		if !dirty[p] {
+			p++
+			continue
+		}
+		q := p
+		for q < len(dirty) && dirty[q] {
+			q++
+		}
+		lo, hi := p*pagecheck.PageSize, min(q*pagecheck.PageSize, len(data))
+		if err := f.direct.WriteAt(path, off+int64(lo), data[lo:hi]); err != nil {
+			return err
+		}
+		p = q
+	}
+	return nil
+}
+
+// closeConns closes the job's connections (after a retryable failure, they are opened again when needed).
+func (f *fetcher) closeConns() {
+	if f.conn != nil {
+		f.conn.Close()
+		f.conn = nil
+	}
 	if f.reread != nil {
 		f.reread.Close()
+		f.reread = nil
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/resume"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -42,7 +43,7 @@ func (p *packer) commit() error {
 	}
 	for i, st := range p.items {
 		if i > n || !st.done {
-			return fmt.Errorf("item %d is not in the work list of %d items", i, n)
+			return refused(fmt.Errorf("item %d is not in the work list of %d items", i, n))
 		}
 	}
 	for path, fp := range p.files {
@@ -55,13 +56,13 @@ func (p *packer) commit() error {
 	}
 	info, _ := controlfile.Parse(p.control)
 	if info.SystemID != p.start.SystemID {
-		return errors.New("pg_control belongs to another cluster")
+		return refused(errors.New("pg_control belongs to another cluster"))
 	}
 	if p.end.StopTimeline != p.start.Timeline {
 		return errors.New("the timeline changed during the backup")
 	}
 	if p.end.StopLSN <= p.start.StartLSN {
-		return errors.New("stop LSN is not after start LSN")
+		return refused(errors.New("stop LSN is not after start LSN"))
 	}
 	segSize := uint64(p.start.WALSegmentSize)
 	first := wal.SegmentOf(wal.LSN(p.start.StartLSN), p.start.Timeline, segSize)
@@ -77,6 +78,14 @@ func (p *packer) commit() error {
 			return fmt.Errorf("WAL segment %s is incomplete", name)
 		}
 	}
+	if pt, ok := p.out.(*plainTarget); ok && p.o.Resume {
+		// what the earlier run left and this one did not prove goes (docs/resume.md)
+		removed, err := pt.sweep(map[string]bool{resume.StateName: true})
+		if err != nil {
+			return fmt.Errorf("remove what this run did not prove: %w", err)
+		}
+		p.o.Log.Info("resume: removed %d files and directories of the earlier run that this backup does not hold", removed)
+	}
 	if err := p.out.writeControl(p.control); err != nil {
 		return err
 	}
@@ -90,13 +99,23 @@ func (p *packer) commit() error {
 	if len(p.badPages) > 0 {
 		return p.reportBadPages()
 	}
+	// the state file goes just before the manifest: a DEST holds one or the other (docs/resume.md)
+	if err := p.removeState(); err != nil {
+		return err
+	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Path < entries[j].Path })
 	body := manifest.Build(p.major.ManifestVersion, p.start.SystemID, entries,
 		[]manifest.WALRange{{Timeline: p.start.Timeline, Start: p.start.StartLSN, End: p.end.StopLSN}})
 	if err := p.disk.writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
 		return err
 	}
-	p.o.Log.Info("backup complete: %d files, WAL %s to %s", len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN))
+	summary := fmt.Sprintf("backup complete: %d files, WAL %s to %s; fetched %d bytes, reused %d bytes after a digest match, %d ranges re-fetched after a mismatch, %d retries",
+		len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN), p.stats.Fetched, p.stats.Reused, p.stats.Refetched, p.stats.Retries)
+	if p.o.Resume || p.stats.Retries > 0 {
+		p.o.Log.Note("%s", summary) // what a resume or a retry did is worth saying without -v
+	} else {
+		p.o.Log.Info("%s", summary)
+	}
 	return nil
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/resume"
 )
 
 // Formats.
@@ -54,7 +55,13 @@ type Options struct {
 	// NoDirect keeps the data of plain backups on the stream path: jobs on the sink are not offered to
 	// write into DEST themselves (docs/direct-write.md).
 	NoDirect bool
-	Log      *cliapp.Logger
+	// Resume completes the kept DEST of an earlier plain run (docs/resume.md): DEST must hold the state
+	// file and no backup_manifest; the jobs on the sink compare its bytes with the server's.
+	Resume bool
+	// NoKeep removes what a failed plain run wrote, as a tar run does; by default it is kept for --resume
+	// once the backup had started.
+	NoKeep bool
+	Log    *cliapp.Logger
 }
 
 // ParseMapping parses one -T OLD=NEW argument; "\=" stands for a literal "=" as in pg_basebackup.
@@ -128,6 +135,11 @@ type packer struct {
 	producers  map[uint64]string   // producer id -> backup id
 	xlogProds  map[uint64]bool     // producers named pgbb-xlog
 	badPages   map[string][]uint64 // path -> blocks that failed their checksum
+	stats      chunkstream.Stats   // the jobs' S records, summed
+	// resumeState is the state file of the DEST being resumed (Options.Resume); stateWritten says this
+	// run wrote its own, so that a failure keeps DEST for a resume
+	resumeState  resume.State
+	stateWritten bool
 }
 
 // errBadPages ends a run whose copy is complete but holds pages that failed checksum verification: the
@@ -161,10 +173,27 @@ func Run(o Options, stdin io.Reader) (err error) {
 	default:
 		return cliapp.Usage("use -F plain or -F tar", "unknown format %q", o.Format)
 	}
-	if err := CheckDest(dest, o.Force); err != nil {
+	var st resume.State
+	if o.Resume {
+		if o.Format != Plain {
+			return cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
+		}
+		if o.Force {
+			return cliapp.Usage("leave out --force: --resume keeps what DEST holds", "--resume and --force together")
+		}
+		if st, err = CheckResumable(dest); err != nil {
+			return err
+		}
+		if o.Mappings, err = resumeMappings(st, o.Mappings); err != nil {
+			return err
+		}
+	} else if err := CheckDest(dest, o.Force); err != nil {
 		return err
 	}
 	for old, nw := range o.Mappings {
+		if o.Resume {
+			continue // the state file's directories hold the first run's files
+		}
 		if err := CheckDest(nw, false); err != nil {
 			return cliapp.Usage("tablespace directories must be new or empty", "tablespace mapping %s=%s: %v", old, nw, err)
 		}
@@ -174,7 +203,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, historyCRC: map[string]uint32{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
-		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{})}
+		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{}), resumeState: st}
 	// The sink listens first, before DEST is prepared (emptying a large DEST with --force takes time, and
 	// jobs wait only so long for the socket), and under the caller's umask until its own chmod to 0600.
 	var k *sink.Sink
@@ -222,7 +251,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	if o.Format == Tar {
 		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}, layout: layout}
 	} else {
-		p.out = &plainTarget{dest: dest, mappings: o.Mappings, disk: disk{noSync: o.NoSync}}
+		p.out = &plainTarget{dest: dest, mappings: o.Mappings, disk: disk{noSync: o.NoSync}, resume: o.Resume}
 	}
 	p.disk = disk{noSync: o.NoSync}
 	if _, err := os.Stat(dest); errors.Is(err, os.ErrNotExist) {
@@ -230,14 +259,24 @@ func Run(o Options, stdin io.Reader) (err error) {
 			return err
 		}
 		p.createdD = true
-	} else if o.Force {
+	} else if o.Force && !o.Resume {
 		if err := emptyDir(dest); err != nil {
 			return fmt.Errorf("empty %s: %w", dest, err)
 		}
 	}
 	defer func() {
-		if err != nil && !o.NoClean && !errors.Is(err, errBadPages) {
-			stopSink()
+		if err == nil || o.NoClean || errors.Is(err, errBadPages) {
+			return
+		}
+		stopSink()
+		switch pt, _ := p.out.(*plainTarget); {
+		case p.stateWritten && !o.NoKeep && pt != nil && !errors.As(err, new(refusedInput)):
+			// a plain run that got past its start keeps what it copied for --resume (docs/resume.md)
+			pt.keep()
+			o.Log.Warn("%s is kept without backup_manifest (%s marks it incomplete): run again with --resume to complete it, or remove it", dest, resume.StateName)
+		case o.Resume && !p.stateWritten:
+			// refused before this run changed anything: DEST stays as the earlier run left it
+		default:
 			p.out.clean()
 			if p.createdD {
 				os.RemoveAll(dest)
@@ -305,4 +344,12 @@ func (p *packer) sendOffer(c net.Conn) (bool, error) {
 		return false, err
 	}
 	return o.Direct, nil
+}
+
+// addStats adds a job's S record to the run's counters.
+func (p *packer) addStats(s chunkstream.Stats) {
+	p.stats.Fetched += s.Fetched
+	p.stats.Reused += s.Reused
+	p.stats.Refetched += s.Refetched
+	p.stats.Retries += s.Retries
 }

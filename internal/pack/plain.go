@@ -40,6 +40,9 @@ type plainTarget struct {
 	disk
 	open map[string]*os.File // files being written, kept open between chunks
 	sums map[string]fileSum  // each complete file's size and CRC32C, as the ledger proved them
+	// resume: DEST holds an earlier run's files (docs/resume.md); links and tablespace directories of
+	// that run are taken as they are
+	resume bool
 }
 
 // maxOpen bounds the files kept open between chunks; a file beyond it is reopened per chunk.
@@ -73,6 +76,16 @@ func (t *plainTarget) begin(s *chunkstream.BackupStart, major pgversion.Major, d
 			return err
 		}
 		link := "pg_tblspc/" + strconv.FormatUint(uint64(ts.OID), 10)
+		if t.resume {
+			// the earlier run's link, if it is one to the same directory, stays
+			if got, err := os.Readlink(filepath.Join(t.dest, link)); err == nil && filepath.Clean(got) == target {
+				t.links[link] = target
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(t.dest, link)); err != nil {
+				return err
+			}
+		}
 		if err := os.Symlink(target, filepath.Join(t.dest, link)); err != nil {
 			return err
 		}

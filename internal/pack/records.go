@@ -64,8 +64,11 @@ func (p *packer) readStream(r io.Reader, name string, fromSink, direct bool) err
 		if err == io.EOF {
 			return nil
 		}
+		if err != nil && !errors.Is(err, chunkstream.ErrCut) {
+			return refused(err) // damaged or not a stream at all
+		}
 		if err != nil {
-			return err
+			return err // cut short: its writer died, a fault a resume recovers from
 		}
 		p.mu.Lock()
 		select {
@@ -84,10 +87,19 @@ func (p *packer) readStream(r io.Reader, name string, fromSink, direct bool) err
 		err = p.record(rec, direct)
 		p.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("%s: record %d of producer %016x: %w", name, rec.Num, rec.Producer, err)
+			return refused(fmt.Errorf("%s: record %d of producer %016x: %w", name, rec.Num, rec.Producer, err))
 		}
 	}
 }
+
+// refusedInput marks a failure on input pgbb does not write: a damaged or tampered stream, a record the
+// ledger refuses. Such a run removes what it wrote, whatever the format (docs/resume.md, "Keeping DEST").
+type refusedInput struct{ err error }
+
+func (r refusedInput) Error() string { return r.err.Error() }
+func (r refusedInput) Unwrap() error { return r.err }
+
+func refused(err error) error { return refusedInput{err} }
 
 func (p *packer) record(rec *chunkstream.Record, direct bool) error {
 	switch rec.Type {
@@ -167,6 +179,13 @@ func (p *packer) record(rec *chunkstream.Record, direct bool) error {
 		}
 		p.badPages[path] = append(p.badPages[path], blk)
 		return nil
+	case chunkstream.TypeStats:
+		st, err := rec.Stats()
+		if err != nil {
+			return err
+		}
+		p.addStats(st)
+		return nil
 	case chunkstream.TypeTrailer:
 		n, id, err := rec.Trailer()
 		if err != nil {
@@ -235,6 +254,9 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		p.links["pg_tblspc/"+strconv.FormatUint(uint64(t.OID), 10)] = true
 	}
 	for old := range p.o.Mappings {
+		if p.o.Resume && p.resumeState.HasLocation(old) {
+			continue // a tablespace of the first run, which may have been dropped since
+		}
 		found := false
 		for _, t := range s.Tablespaces {
 			found = found || filepath.Clean(t.Location) == old
@@ -243,11 +265,27 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
 		}
 	}
+	pt, plain := p.out.(*plainTarget)
+	if p.o.Resume {
+		// refused before anything in DEST changes
+		if err := p.checkResumeStart(&s); err != nil {
+			return err
+		}
+		if err := pt.prepareResume(); err != nil {
+			return err
+		}
+	}
 	p.start = &s
 	if err := p.out.begin(&s, p.major, dirMode, fileMode); err != nil {
 		return err
 	}
-	if pt, ok := p.out.(*plainTarget); ok && !p.o.NoDirect && p.o.Sink != "" && len(s.Tablespaces) <= sink.MaxOfferTablespaces {
+	if plain {
+		// before any job is offered DEST: a DEST that holds data holds the state file
+		if err := p.writeState(&s); err != nil {
+			return err
+		}
+	}
+	if plain && !p.o.NoDirect && p.o.Sink != "" && len(s.Tablespaces) <= sink.MaxOfferTablespaces {
 		if p.offer, err = pt.directOffer(); errors.Is(err, errNoOpenat2) {
 			// an old kernel or a seccomp profile: the jobs stream their data here, as before
 			p.o.Log.Info("jobs stream their data to pgbb-pack: %v", err)
@@ -256,6 +294,7 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		if err != nil {
 			return err
 		}
+		p.offer.Resume = p.o.Resume && p.offer.Direct
 	}
 	close(p.started)
 	return nil

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/pgbb/pgbb/internal/resume"
 	"io"
 	"io/fs"
 	"os"
@@ -703,6 +704,10 @@ func tamperCases(t testing.TB) []tamperCase {
 	}
 }
 
+// keptForResume are the cases that look like a run that died (something never arrived) rather than input
+// pgbb does not write: a plain DEST is then kept for --resume, not removed (docs/resume.md).
+var keptForResume = map[string]bool{"item missing": true, "middle range missing": true, "missing WAL segment": true, "no backup end record": true}
+
 func TestPackRefusesTamperedStreams(t *testing.T) {
 	for _, format := range []string{Plain, Tar, tarZstd} {
 		for _, tc := range tamperCases(t) {
@@ -745,6 +750,19 @@ func TestPackRefusesTamperedStreams(t *testing.T) {
 				}
 				if b, _ := os.ReadFile(e.victim); string(b) != victimContent {
 					t.Errorf("victim changed: %q", b)
+				}
+				// a stream that only lacks something (a job or pgbb-xlog died) leaves DEST kept for --resume:
+				// marked incomplete, and nothing in it that would start or pass for complete
+				if keptForResume[tc.name] && format == Plain {
+					if _, err := os.Stat(filepath.Join(e.dest, resume.StateName)); err != nil {
+						t.Errorf("an incomplete run's DEST is not kept for --resume: %v", err)
+					}
+					for _, name := range []string{"backup_label", "global/pg_control", "backup_manifest.tmp"} {
+						if _, err := os.Lstat(filepath.Join(e.dest, name)); err == nil {
+							t.Errorf("kept DEST holds %s", name)
+						}
+					}
+					return
 				}
 				// and what Run wrote is gone: DEST (which it created) and the mapped directory are empty
 				if n := listDir(t, e.dest); len(n) != 0 {

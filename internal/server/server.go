@@ -10,10 +10,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -510,3 +512,102 @@ func (c *Conn) DataDirectoryMode(ctx context.Context) (uint32, error) {
 	}
 	return uint32(m), nil
 }
+
+// Retryable reports whether err means the connection is gone or unusable while the server and the backup
+// may well be there (docs/resume.md, "Retry"): end of file or a reset on the socket, a network timeout,
+// SQLSTATE class 08, 57P01 (pg_terminate_backend, fast shutdown), 57P02, 57P03, 57P05 (idle session
+// timeout), 25P03 (idle in transaction timeout) and 57014 (statement_timeout, pg_cancel_backend). Whoever
+// retries must open a new connection. A cancelled context is never retryable.
+func Retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	switch code := ErrorCode(err); {
+	case strings.HasPrefix(code, "08"):
+		return true
+	case code == "57P01", code == "57P02", code == "57P03", code == "57P05", code == "25P03", code == "57014":
+		return true
+	case code == TooManyConnections:
+		return true // on a reconnect: the terminated backend may not have released its slot yet
+	case code != "":
+		return false
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) ||
+		errors.Is(err, net.ErrClosed) || pgconn.Timeout(err) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
+// PageDigest is what the server says of one range for a resume (docs/resume.md): whether the file is
+// missing, how many bytes it read, and the SHA-256 of each 8192 bytes of them.
+type PageDigest struct {
+	Missing bool
+	Length  int64
+	Digests []byte // 32 bytes per page, the last page possibly shorter than 8192 bytes
+}
+
+// pageDigestsSQL reads each range once (a function in FROM runs once per row) and returns its length and
+// the concatenated SHA-256 digests of its pages, computed on the server, so that only 32 bytes per page
+// cross the wire. It calls only pg_read_binary_file(text, bigint, bigint, boolean), the grant a
+// least-privilege role has, and sha256(bytea), which every role may call (PostgreSQL 11 and later).
+const pageDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(sha256(substr(x.d, k * 8192 + 1, 8192)), ''::bytea ORDER BY k) " +
+	"FROM generate_series(0, (length(x.d) - 1) / 8192) AS k) " +
+	"FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(p, o, l, i) " +
+	"CROSS JOIN LATERAL pg_read_binary_file(r.p, r.o, r.l, true) AS x(d) ORDER BY r.i"
+
+// PageDigests asks the server for the digests of each range's pages, in one statement. Every path must be
+// ASCII (a caller fetches the others whole).
+func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error) {
+	paths := make([]string, len(rs))
+	offs := make([]int64, len(rs))
+	lens := make([]int64, len(rs))
+	for i, r := range rs {
+		if !asciiPath(r.Path) {
+			return nil, fmt.Errorf("page digests of %q: not an ASCII path", r.Path)
+		}
+		paths[i], offs[i], lens[i] = r.Path, r.Offset, r.Length
+	}
+	rows, err := c.pg.Query(ctx, pageDigestsSQL, paths, offs, lens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := make([]PageDigest, 0, len(rs))
+	for rows.Next() {
+		v := rows.RawValues()
+		k := len(out)
+		if len(v) != 3 || len(v[0]) != 8 || binary.BigEndian.Uint64(v[0]) != uint64(k+1) || k >= len(rs) {
+			return nil, fmt.Errorf("page digests: row %d is not the range asked for", k+1)
+		}
+		if v[1] == nil {
+			out = append(out, PageDigest{Missing: true})
+			continue
+		}
+		if len(v[1]) != 8 {
+			return nil, fmt.Errorf("page digests: row %d has a bad length", k+1)
+		}
+		n := int64(binary.BigEndian.Uint64(v[1]))
+		if n < 0 || n > rs[k].Length || int64(len(v[2])) != (n+8191)/8192*32 {
+			return nil, fmt.Errorf("page digests: row %d: %d digest bytes for %d bytes of %d asked", k+1, len(v[2]), n, rs[k].Length)
+		}
+		out = append(out, PageDigest{Length: n, Digests: append([]byte(nil), v[2]...)})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) != len(rs) {
+		return nil, fmt.Errorf("page digests: %d rows for %d ranges", len(out), len(rs))
+	}
+	return out, nil
+}
+
+// ASCIIPath reports whether a path can be sent to the server as text as it is (see asciiPath).
+func ASCIIPath(p string) bool { return asciiPath(p) }

@@ -89,6 +89,9 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	if o.Delay <= 0 {
 		o.Delay = time.Second
 	}
+	// every round uses the session's connection, so a dead session fails the run within one round; the
+	// server abandons a backup whose session died, and that is never retried (docs/resume.md)
+	o.Delay = min(o.Delay, maxDelay)
 	s := &session{ctx: ctx, o: o, stdout: stdout}
 	var err error
 	if s.codec, err = compress.ParseCodec(o.Compress); err != nil {
@@ -397,6 +400,9 @@ func (s *session) runChild() error {
 	}
 	return nil
 }
+
+// maxDelay bounds the pause between WAL rounds, which is also how often the session is checked alive.
+const maxDelay = 30 * time.Second
 
 // stopGrace is how long a stopped base copy gets to exit after SIGTERM before SIGKILL.
 const stopGrace = 3 * time.Second

@@ -18,6 +18,7 @@ import (
 type Offer struct {
 	Direct  bool
 	NoSync  bool   // the backup is not synced (-N): no early writeback either
+	Resume  bool   // the target holds an earlier run's bytes: compare before fetching (docs/resume.md); only with Direct
 	DirMode uint32 // the data directory's mode, 0700 or 0750
 	// Dest is the target directory and Tablespaces each mapped tablespace directory by oid, open (O_PATH)
 	// when Direct. The sender keeps its own descriptors; the receiver owns the ones it got.
@@ -33,6 +34,7 @@ var offerMagic = [8]byte{'P', 'G', 'B', 'B', 'O', 'F', 'R', '1'}
 const (
 	offerDirect = 1 << 0
 	offerNoSync = 1 << 1
+	offerResume = 1 << 2
 )
 
 // SendOffer writes o to a job's connection in one message, with the descriptors when o.Direct.
@@ -51,6 +53,12 @@ func SendOffer(c net.Conn, o Offer) error {
 	}
 	if o.NoSync {
 		flags |= offerNoSync
+	}
+	if o.Resume {
+		if !o.Direct {
+			return errors.New("sink: a resume offer without direct writes")
+		}
+		flags |= offerResume
 	}
 	msg = binary.BigEndian.AppendUint32(msg, flags)
 	msg = binary.BigEndian.AppendUint32(msg, o.DirMode)
@@ -154,11 +162,13 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 		return Offer{}, errors.New("the sink sent no offer: pgbb-pack and pgbb-fetch are of different versions")
 	}
 	flags := binary.BigEndian.Uint32(b[8:])
-	o := Offer{Direct: flags&offerDirect != 0, NoSync: flags&offerNoSync != 0, DirMode: binary.BigEndian.Uint32(b[12:])}
+	o := Offer{Direct: flags&offerDirect != 0, NoSync: flags&offerNoSync != 0, Resume: flags&offerResume != 0, DirMode: binary.BigEndian.Uint32(b[12:])}
 	count := binary.BigEndian.Uint32(b[16:])
 	switch {
-	case flags&^(offerDirect|offerNoSync) != 0:
+	case flags&^(offerDirect|offerNoSync|offerResume) != 0:
 		return Offer{}, fmt.Errorf("the sink's offer has unknown flags %#x", flags)
+	case o.Resume && !o.Direct:
+		return Offer{}, errors.New("the sink's offer says resume without direct writes")
 	case o.DirMode != 0o700 && o.DirMode != 0o750:
 		return Offer{}, fmt.Errorf("the sink's offer has data directory mode %04o", o.DirMode)
 	case count > MaxOfferTablespaces:

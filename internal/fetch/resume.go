@@ -1,0 +1,152 @@
+package fetch
+
+import (
+	"github.com/pgbb/pgbb/internal/resume"
+	"github.com/pgbb/pgbb/internal/server"
+)
+
+// resumeGroupBytes bounds the pieces compared at once: the target's bytes of a group are held in memory.
+const resumeGroupBytes = 32 << 20
+
+// compareRanges copies pieces into a target that holds an earlier run's bytes (docs/resume.md, "Resume"):
+// per group of pieces, one statement asks the server for the SHA-256 of every page, read after this
+// backup's start; a page whose stored bytes have the same digest is proved and kept, every other page is
+// read in a second statement and written. Each piece then gets its W record as if fetched whole, and each
+// item its outcome after its last piece. ranges and owner are as copyItems built them.
+func (f *fetcher) compareRanges(ranges []server.Range, owner []*itemCopy) error {
+	for start := 0; start < len(ranges); {
+		end, bytes := start+1, ranges[start].Length
+		for end < len(ranges) && bytes+ranges[end].Length <= resumeGroupBytes {
+			bytes += ranges[end].Length
+			end++
+		}
+		if err := f.compareGroup(ranges[start:end], owner[start:end]); err != nil {
+			return err
+		}
+		for i := start; i < end; i++ {
+			if i+1 == len(ranges) || owner[i+1] != owner[i] {
+				if err := f.outcome(owner[i]); err != nil {
+					return err
+				}
+			}
+		}
+		start = end
+	}
+	return nil
+}
+
+// groupPiece is one piece of a group being compared.
+type groupPiece struct {
+	data    []byte // the piece's bytes: the target's, then the refetched pages laid over them
+	missing bool
+	dirty   []bool // pages to write (refetched); nil when the piece is fetched whole
+}
+
+func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
+	pieces := make([]groupPiece, len(rs))
+	// the pieces the server digests: ASCII paths, bytes to compare, items still open
+	var asked []server.Range
+	var askedIdx []int
+	for i, r := range rs {
+		if r.Length > 0 && !owner[i].ended && server.ASCIIPath(r.Path) {
+			asked = append(asked, r)
+			askedIdx = append(askedIdx, i)
+		}
+	}
+	var digests []server.PageDigest
+	if len(asked) > 0 {
+		var err error
+		if digests, err = f.conn.PageDigests(f.ctx, asked); err != nil {
+			return err
+		}
+	}
+	// what is read in the second statement: runs of pages that were not proved, and whole pieces
+	var reads []server.Range
+	type into struct{ piece, at int }
+	var dst []into
+	digested := make([]bool, len(rs))
+	for j, i := range askedIdx {
+		d, r := digests[j], rs[i]
+		digested[i] = true
+		if d.Missing {
+			pieces[i].missing = true
+			continue
+		}
+		buf := make([]byte, d.Length)
+		n, err := f.direct.ReadAt(r.Path, r.Offset, buf)
+		if err != nil {
+			return err
+		}
+		proved, err := resume.ProvedPages(int(d.Length), d.Digests, buf[:n])
+		if err != nil {
+			return err
+		}
+		pieces[i].data, pieces[i].dirty = buf, make([]bool, len(proved))
+		for k := 0; k < len(proved); {
+			if proved[k] {
+				k++
+				continue
+			}
+			q := k
+			for q < len(proved) && !proved[q] {
+				pieces[i].dirty[q] = true
+				q++
+			}
+			lo, hi := int64(k*resume.PageSize), min(int64(q*resume.PageSize), d.Length)
+			reads = append(reads, server.Range{Path: r.Path, Offset: r.Offset + lo, Length: hi - lo})
+			dst = append(dst, into{i, int(lo)})
+			f.stats.Refetched++
+			k = q
+		}
+	}
+	for i, r := range rs {
+		if !digested[i] && !owner[i].ended {
+			reads = append(reads, r)
+			dst = append(dst, into{i, -1})
+		}
+	}
+	if len(reads) > 0 {
+		err := f.conn.ReadRanges(f.ctx, reads, func(j int, data []byte, missing bool) error {
+			p := &pieces[dst[j].piece]
+			f.stats.Fetched += uint64(len(data))
+			if dst[j].at < 0 {
+				p.data, p.missing = append([]byte(nil), data...), missing
+				return nil
+			}
+			if p.data == nil || dst[j].at > len(p.data) {
+				return nil // the piece was cut at an earlier run that came back short
+			}
+			at := dst[j].at
+			copy(p.data[at:], data)
+			if missing || int64(len(data)) < reads[j].Length {
+				// the file shrank between the two statements: the piece ends where the bytes do
+				p.data = p.data[:at+len(data)]
+				p.missing = missing && at == 0
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for i, r := range rs {
+		ic := owner[i]
+		if ic.ended {
+			continue
+		}
+		p := &pieces[i]
+		if r.Length == 0 && !digested[i] && p.data == nil && !p.missing {
+			p.data = []byte{} // an empty file that is still there
+		}
+		if err := f.piece(ic, r, p.data, p.missing, p.dirty); err != nil {
+			return err
+		}
+		for k, d := range p.dirty {
+			// the proved pages of what was stored (a piece cut short keeps only its first bytes)
+			if lo := k * resume.PageSize; !d && lo < len(p.data) {
+				f.stats.Reused += uint64(min(lo+resume.PageSize, len(p.data)) - lo)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,126 @@
+// Package resume holds the rules of resuming an incomplete plain backup (docs/resume.md): the state file
+// that marks a kept DEST, and the comparison that proves a stored page equal to the server's. It imports
+// only the standard library.
+package resume
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// StateName is the state file's name in DEST. Work items may not write names starting with ".pgbb"
+// (datadir.CheckWorkItemPath).
+const StateName = ".pgbb-incomplete"
+
+// Version is the state file's version.
+const Version = 1
+
+// PageSize is the unit of comparison: the server's digests are of each PageSize bytes of a piece from its
+// start (the last one may be shorter).
+const PageSize = 8192
+
+// DigestSize is the size of one page's digest (SHA-256).
+const DigestSize = sha256.Size
+
+// Tablespace is one tablespace of the state file: its oid, its location on the server and the directory
+// its files are in here.
+type Tablespace struct {
+	OID       uint32 `json:"oid"`
+	Location  string `json:"location"`
+	Directory string `json:"directory"`
+}
+
+// State is the content of the state file.
+type State struct {
+	Version       int          `json:"pgbb_incomplete"`
+	SystemID      string       `json:"system_identifier"`
+	ServerVersion int          `json:"server_version"`
+	Format        string       `json:"format"`
+	BackupID      string       `json:"backup_id"`
+	Runs          int          `json:"runs"`
+	Tablespaces   []Tablespace `json:"tablespaces"`
+}
+
+// SystemIdentifier returns the state's system identifier as a number.
+func (s State) SystemIdentifier() (uint64, error) {
+	return strconv.ParseUint(s.SystemID, 10, 64)
+}
+
+// HasLocation reports whether the state names a tablespace at the server location loc.
+func (s State) HasLocation(loc string) bool {
+	for _, t := range s.Tablespaces {
+		if filepath.Clean(t.Location) == filepath.Clean(loc) {
+			return true
+		}
+	}
+	return false
+}
+
+// ErrNoState says DEST holds no state file.
+var ErrNoState = errors.New("no state file")
+
+// Read reads the state file of dest. It returns ErrNoState (wrapped) when there is none.
+func Read(dest string) (State, error) {
+	b, err := os.ReadFile(filepath.Join(dest, StateName))
+	if errors.Is(err, os.ErrNotExist) {
+		return State{}, fmt.Errorf("%w in %s", ErrNoState, dest)
+	}
+	if err != nil {
+		return State{}, err
+	}
+	var s State
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return State{}, fmt.Errorf("%s: %w", StateName, err)
+	}
+	if s.Version != Version {
+		return State{}, fmt.Errorf("%s: version %d, this pgbb reads version %d", StateName, s.Version, Version)
+	}
+	if _, err := s.SystemIdentifier(); err != nil {
+		return State{}, fmt.Errorf("%s: bad system identifier %q", StateName, s.SystemID)
+	}
+	if s.Format != "plain" {
+		return State{}, fmt.Errorf("%s: format %q, only plain backups resume", StateName, s.Format)
+	}
+	for _, t := range s.Tablespaces {
+		if !filepath.IsAbs(t.Location) || !filepath.IsAbs(t.Directory) {
+			return State{}, fmt.Errorf("%s: tablespace %d: locations must be absolute", StateName, t.OID)
+		}
+	}
+	return s, nil
+}
+
+// Encode returns the state file's bytes.
+func Encode(s State) []byte {
+	s.Version = Version
+	b, _ := json.MarshalIndent(s, "", "  ")
+	return append(b, '\n')
+}
+
+// ProvedPages compares a piece's stored bytes with the server's digests of the same range, read after the
+// backup's start: digests holds DigestSize bytes per page of the serverLen bytes the server read. Page k is
+// proved (true) when stored holds all its bytes and their SHA-256 equals the server's; a stored range that
+// is short, missing or different proves nothing (docs/resume.md, "Why a reused page is correct").
+func ProvedPages(serverLen int, digests, stored []byte) ([]bool, error) {
+	pages := (serverLen + PageSize - 1) / PageSize
+	if len(digests) != pages*DigestSize {
+		return nil, fmt.Errorf("%d bytes of digests for %d pages", len(digests), pages)
+	}
+	proved := make([]bool, pages)
+	for k := range proved {
+		lo, hi := k*PageSize, min((k+1)*PageSize, serverLen)
+		if hi > len(stored) {
+			break
+		}
+		sum := sha256.Sum256(stored[lo:hi])
+		proved[k] = bytes.Equal(sum[:], digests[k*DigestSize:(k+1)*DigestSize])
+	}
+	return proved, nil
+}
