@@ -128,7 +128,7 @@ INSERT INTO ul SELECT id + 1000000, v FROM ul WHERE id = (SELECT max(id) FROM ul
 // checkRestore is the oracle: stock pg_verifybackup with WAL parsing, the restored cluster starts and
 // reaches consistency, pg_amcheck passes, pgbench balances agree, the tablespace data is there through the
 // mapped link, and the unlogged table is empty.
-func (s *source) checkRestore(t *testing.T, dest, tsNew string, verifyArgs ...string) {
+func (s *source) checkRestore(t *testing.T, dest, tsNew string, verifyArgs ...string) *pgtest.Cluster {
 	t.Helper()
 	s.verifyPlain(t, dest, verifyArgs...)
 	link := filepath.Join(dest, "pg_tblspc", s.tsOID)
@@ -172,12 +172,13 @@ func (s *source) checkRestore(t *testing.T, dest, tsNew string, verifyArgs ...st
 SELECT count(bt_index_check(c.oid, true)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't'`)
 		}
-		return
+		return r
 	}
 	am := r.Command("pg_amcheck", "--all", "--heapallindexed", "--install-missing")
 	if out, err := am.CombinedOutput(); err != nil {
 		t.Fatalf("pg_amcheck: %v\n%s", err, out)
 	}
+	return r
 }
 
 // verifyPlain runs the stock verifier of the source's major on a plain backup: pg_verifybackup 18 for 18,

@@ -48,15 +48,33 @@ func TestFullDiskFailsCleanly(t *testing.T) {
 	c := pgtest.New(t, pgtest.Options{})
 	c.Psql(t, "postgres", "CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 300000) g")
 	small := mountTmpfs(t, "size=16m")
-	for _, format := range []string{"plain", "tar"} {
-		dest := filepath.Join(small, "dest-"+format)
-		r := run(t, 5*time.Minute, env(), script, "-F", format, c.DSN(), dest)
+	// a plain run keeps what it copied for --resume (docs/resume.md), marked incomplete; with --no-keep,
+	// and in tar format, nothing is left
+	for _, variant := range [][]string{{"-F", "plain"}, {"-F", "plain", "--no-keep"}, {"-F", "tar"}} {
+		name := strings.Join(variant, " ")
+		dest := filepath.Join(small, "dest")
+		r := run(t, 5*time.Minute, env(), script, append(variant, c.DSN(), dest)...)
 		expectFailure(t, r, 2*time.Minute, "pgbb-pack", "no space left on device")
 		if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
-			t.Fatalf("%s: backup_manifest on a full disk", format)
+			t.Fatalf("%s: backup_manifest on a full disk", name)
+		}
+		if name == "-F plain" {
+			if _, err := os.Stat(filepath.Join(dest, ".pgbb-incomplete")); err != nil {
+				t.Fatalf("%s: DEST not kept as incomplete: %v", name, err)
+			}
+			for _, f := range []string{"global/pg_control", "backup_label"} {
+				if _, err := os.Stat(filepath.Join(dest, f)); err == nil {
+					t.Errorf("%s: the kept DEST holds %s", name, f)
+				}
+			}
+			if !strings.Contains(lastLines(r.stderr, 2), "--resume") {
+				t.Errorf("%s: the last lines do not say the DEST is kept for --resume:\n%s", name, lastLines(r.stderr, 2))
+			}
+			os.RemoveAll(dest)
+			continue
 		}
 		if ents, _ := os.ReadDir(small); len(ents) != 0 {
-			t.Fatalf("%s: left %v on the full file system", format, ents)
+			t.Fatalf("%s: left %v on the full file system", name, ents)
 		}
 	}
 	if n := c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {

@@ -426,7 +426,7 @@ func (f *fetcher) batch(items []*worklist.Item) error {
 		tries++
 		f.stats.Retries++
 		wait := retryWait << (tries - 1)
-		f.log.Info("retry %d of %d in %s: %v", tries, f.retries, wait, err)
+		f.log.Info("retry %d of %d in %s: %v", tries, f.retries, wait, f.readFailed(items[0].Path, err))
 		f.closeConns()
 		select {
 		case <-time.After(wait):

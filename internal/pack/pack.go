@@ -187,6 +187,10 @@ func Run(o Options, stdin io.Reader) (err error) {
 		if o.Mappings, err = resumeMappings(st, o.Mappings); err != nil {
 			return err
 		}
+		if o.NoDirect {
+			// only a job that writes into DEST can read back what DEST holds (docs/resume.md)
+			o.Log.Warn("--resume with --no-direct-write reuses nothing: every range is fetched again (leave out --no-direct-write to reuse what %s holds)", dest)
+		}
 	} else if err := CheckDest(dest, o.Force); err != nil {
 		return err
 	}
