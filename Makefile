@@ -52,6 +52,7 @@ bench: deps build
 	bench/tar.sh 50 $(RUNS)
 	bench/manyfiles.sh 20000 $(RUNS)
 	bench/growth.sh "10 100" $(RUNS)
+	bench/resume.sh 50 $(RUNS) 4 0.6
 
 # Pure packages only (no server needed).
 unit:

@@ -19,8 +19,7 @@ inns ip link set lo up
 bench_netns=$ns
 start_cluster "$scale"
 tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-verify=${PGBB_PG18BIN:-$here/../shared/pg18/bin}/pg_verifybackup
-[ -x "$verify" ] || verify=$pgbin/pg_verifybackup
+verify=$pgbin/pg_verifybackup # the server's major: its pg_waldump reads that major's WAL only
 wire() { inns cat /sys/class/net/lo/statistics/tx_bytes; }
 
 # pgbench -c 2 for the whole benchmark, through the Unix socket (not counted)
@@ -29,7 +28,7 @@ load_pid=$!
 sleep 2
 
 # killmarked MARK: SIGSTOP, then SIGKILL, every process whose environment holds PGBB_BENCH_MARK=MARK
-marked() { grep -lzx "PGBB_BENCH_MARK=$1" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3; }
+marked() { { grep -lzx "PGBB_BENCH_MARK=$1" /proc/[0-9]*/environ 2>/dev/null || true; } | cut -d/ -f3; }
 killmarked() {
 	local pids
 	for _ in $(seq 50); do
