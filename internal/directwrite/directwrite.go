@@ -107,6 +107,38 @@ func (w *Writer) ReadAt(path string, off int64, buf []byte) (int, error) {
 	return n, nil
 }
 
+// Size returns the size of the file at path in the target, 0 when it is not there; it creates nothing.
+func (w *Writer) Size(path string) (int64, error) {
+	if f := w.open[path]; f != nil {
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		return fi.Size(), nil
+	}
+	dirfd, rel, err := w.resolve(path)
+	if err != nil {
+		return 0, err
+	}
+	fd, err := openBeneath(dirfd, rel, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open %s in the target: %w", path, err)
+	}
+	var st syscall.Stat_t
+	err = syscall.Fstat(fd, &st)
+	syscall.Close(fd)
+	if err != nil {
+		return 0, err
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return 0, fmt.Errorf("%s in the target is not a regular file", path)
+	}
+	return st.Size, nil
+}
+
 // writePiece is the most WriteAt hands the kernel at once. Measured on this machine's journaled ext4 (a
 // loop device; docs/BENCHMARKS.md, "Writing into the page cache"): 1 MiB writes into new files cost the
 // writer 0.7 to 3.3 CPU-seconds for 800 MB, most of it in copy_folio_from_iter_atomic, 32 KiB writes 0.6

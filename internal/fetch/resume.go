@@ -44,11 +44,24 @@ type groupPiece struct {
 
 func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 	pieces := make([]groupPiece, len(rs))
-	// the pieces the server digests: ASCII paths, bytes to compare, items still open
+	// the pieces the server digests: ASCII paths, items still open, and stored bytes in the target to
+	// compare (a piece the target holds nothing of is fetched whole: digests would only cost the server)
 	var asked []server.Range
 	var askedIdx []int
+	sizes := map[string]int64{}
 	for i, r := range rs {
-		if r.Length > 0 && !owner[i].ended && server.ASCIIPath(r.Path) {
+		if r.Length == 0 || owner[i].ended || !server.ASCIIPath(r.Path) {
+			continue
+		}
+		size, ok := sizes[r.Path]
+		if !ok {
+			var err error
+			if size, err = f.direct.Size(r.Path); err != nil {
+				return err
+			}
+			sizes[r.Path] = size
+		}
+		if size > r.Offset {
 			asked = append(asked, r)
 			askedIdx = append(askedIdx, i)
 		}
