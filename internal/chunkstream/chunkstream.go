@@ -288,7 +288,7 @@ func (sw *Writer) WriteWritten(w Written) error {
 type Stats struct {
 	Fetched   uint64 // bytes read from the server for work items
 	Reused    uint64 // bytes already in the target, proved equal to the server's by digest
-	Refetched uint64 // ranges fetched after a digest mismatch or a missing or short stored range
+	Refetched uint64 // runs of pages fetched after a digest mismatch or a short stored range
 	Retries   uint64 // reconnections after a dropped connection
 }
 
