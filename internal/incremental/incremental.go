@@ -206,7 +206,7 @@ type Method struct {
 
 // File is what Decide needs to know of one file of the listing.
 type File struct {
-	Tablespace, Database uint32 // 0 and the database's oid for base/<db>, the tablespace's oid, or 0/0 for global (its tablespace is pg_global, 1664)
+	Tablespace, Database uint32 // as the summaries name them: 1663 (pg_default) and the database's oid for base/<db>, 1664 (pg_global) and 0 for global, the tablespace's oid for pg_tblspc/<oid>/…/<db>
 	Name                 string // the file name in its database directory
 	Size                 int64
 	InPrior              bool // the prior manifest lists this path or its INCREMENTAL path
