@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/pgbb/pgbb/internal/incremental"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+// The WAL summaries of PostgreSQL 17 and later (summarize_wal = on), read over SQL for incremental
+// backups (docs/incremental.md). The three functions are in src/backend/backup/walsummaryfuncs.c; PUBLIC
+// may execute them.
+
+// SummarizerState is pg_get_wal_summarizer_state(): how far the summaries reach, and how far the
+// summarizer has read (the wait of WaitForWalSummarization, walsummarizer.c, watches PendingLSN).
+type SummarizerState struct {
+	TLI                    uint32
+	SummarizedLSN, Pending wal.LSN
+	Running                bool // summarizer_pid is not null
+}
+
+// WALSummarizerState returns the summarizer's state.
+func (c *Conn) WALSummarizerState(ctx context.Context) (SummarizerState, error) {
+	var st SummarizerState
+	var tli int64
+	var sum, pend string
+	var pid *int32
+	err := c.pg.QueryRow(ctx, "SELECT summarized_tli, summarized_lsn::text, pending_lsn::text, summarizer_pid FROM pg_get_wal_summarizer_state()").
+		Scan(&tli, &sum, &pend, &pid)
+	if err != nil {
+		return st, err
+	}
+	st.TLI, st.Running = uint32(tli), pid != nil
+	if st.SummarizedLSN, err = wal.ParseLSN(sum); err != nil {
+		return st, err
+	}
+	st.Pending, err = wal.ParseLSN(pend)
+	return st, err
+}
+
+// Summary is one WAL summary file: the blocks modified by the WAL of [Start, End) on timeline TLI.
+type Summary struct {
+	TLI        uint32
+	Start, End wal.LSN
+}
+
+// WALSummaries returns the summaries the server holds, in ascending order of timeline and start.
+func (c *Conn) WALSummaries(ctx context.Context) ([]Summary, error) {
+	rows, err := c.pg.Query(ctx, "SELECT tli, start_lsn::text, end_lsn::text FROM pg_available_wal_summaries() ORDER BY tli, start_lsn")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Summary
+	for rows.Next() {
+		var tli int64
+		var s, e string
+		if err := rows.Scan(&tli, &s, &e); err != nil {
+			return nil, err
+		}
+		sm := Summary{TLI: uint32(tli)}
+		if sm.Start, err = wal.ParseLSN(s); err != nil {
+			return nil, err
+		}
+		if sm.End, err = wal.ParseLSN(e); err != nil {
+			return nil, err
+		}
+		out = append(out, sm)
+	}
+	return out, rows.Err()
+}
+
+// AddSummary merges one summary's contents into t: each fork's limit block before its blocks, as the
+// server merges them (PrepareForIncrementalBackup, basebackup_incremental.c). Callers merge the summaries
+// in ascending LSN order.
+func (c *Conn) AddSummary(ctx context.Context, s Summary, t *incremental.Table) error {
+	// limit rows first within the summary: the function returns a fork's limit before its blocks, and
+	// ordering on is_limit_block keeps that whatever the plan
+	rows, err := c.pg.Query(ctx, `SELECT relfilenode, reltablespace, reldatabase, relforknumber, relblocknumber, is_limit_block
+FROM pg_wal_summary_contents($1, $2::pg_lsn, $3::pg_lsn) ORDER BY is_limit_block DESC`, int64(s.TLI), s.Start.String(), s.End.String())
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var rel, spc, db uint32
+		var fork int16
+		var blk int64
+		var limit bool
+		if err := rows.Scan(&rel, &spc, &db, &fork, &blk, &limit); err != nil {
+			return err
+		}
+		if blk < 0 || blk > 0xFFFFFFFF {
+			return fmt.Errorf("WAL summary %d %s-%s: block number %d out of range", s.TLI, s.Start, s.End, blk)
+		}
+		k := incremental.Key{Tablespace: spc, Database: db, Number: rel, Fork: int(fork)}
+		if limit {
+			t.SetLimit(k, uint32(blk))
+		} else {
+			t.Mark(k, uint32(blk))
+		}
+	}
+	return rows.Err()
+}
