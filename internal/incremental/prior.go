@@ -1,0 +1,114 @@
+package incremental
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+// Span is a range of WAL on one timeline whose summaries an incremental backup merges.
+type Span struct {
+	TLI        uint32
+	Start, End wal.LSN
+}
+
+// Prior is what an incremental backup takes from its prior backup's manifest: the prior's start (the
+// label's INCREMENTAL FROM lines) and the WAL whose summaries say what changed since.
+type Prior struct {
+	StartTLI uint32
+	Start    wal.LSN
+	Spans    []Span // newest timeline first, as the server walks them
+}
+
+// timeline is one entry of a server's timeline history: the WAL of TLI runs from Begin to End (End 0:
+// the current timeline, without end).
+type timeline struct {
+	tli        uint32
+	begin, end wal.LSN
+}
+
+// historyOf returns the timelines of current, newest first (readTimeLineHistory, timeline.c).
+func historyOf(current uint32, history []wal.TimelineSwitch) []timeline {
+	out := []timeline{{tli: current}}
+	if n := len(history); n > 0 {
+		out[0].begin = history[n-1].SwitchLSN
+	}
+	for i := len(history) - 1; i >= 0; i-- {
+		t := timeline{tli: history[i].Parent, end: history[i].SwitchLSN}
+		if i > 0 {
+			t.begin = history[i-1].SwitchLSN
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// CheckPrior checks the prior backup's manifest against this server and this backup's start as the
+// server does before an incremental backup (PrepareForIncrementalBackup, basebackup_incremental.c), and
+// returns the prior's start and the WAL spans to summarize. m is the parsed manifest (its checksum already
+// verified by manifest.Parse); current and history are this backup's start timeline and its history.
+func CheckPrior(m *manifest.Manifest, systemID uint64, current uint32, history []wal.TimelineSwitch, start wal.LSN) (Prior, error) {
+	if m.Version < 2 {
+		return Prior{}, errors.New("backup manifest version 1 does not support incremental backup: take the prior backup with PostgreSQL 17 or later")
+	}
+	if m.SystemID != systemID {
+		return Prior{}, fmt.Errorf("system identifier in backup manifest is %d, but database system identifier is %d", m.SystemID, systemID)
+	}
+	if len(m.WALRanges) == 0 {
+		return Prior{}, errors.New("manifest contains no required WAL ranges")
+	}
+	tls := historyOf(current, history)
+	pos := func(tli uint32) int {
+		for i, t := range tls {
+			if t.tli == tli {
+				return i
+			}
+		}
+		return -1
+	}
+	// the earliest and latest timelines of the manifest, by their place in this server's history
+	earliest, latest := -1, len(tls)
+	for _, r := range m.WALRanges {
+		i := pos(r.Timeline)
+		if i < 0 {
+			return Prior{}, fmt.Errorf("timeline %d found in manifest, but not in this server's history", r.Timeline)
+		}
+		earliest, latest = max(earliest, i), min(latest, i)
+	}
+	var p Prior
+	for _, r := range m.WALRanges {
+		i := pos(r.Timeline)
+		t := tls[i]
+		rs, re := wal.LSN(r.Start), wal.LSN(r.End)
+		if i == earliest {
+			if rs < t.begin {
+				return Prior{}, fmt.Errorf("manifest requires WAL from initial timeline %d starting at %s, but that timeline begins at %s", t.tli, rs, t.begin)
+			}
+			if p.Start == 0 || rs < p.Start {
+				p.StartTLI, p.Start = t.tli, rs
+			}
+		} else if rs != t.begin {
+			return Prior{}, fmt.Errorf("manifest requires WAL from continuation timeline %d starting at %s, but that timeline begins at %s", t.tli, rs, t.begin)
+		}
+		if i == latest {
+			if re > start {
+				return Prior{}, fmt.Errorf("manifest requires WAL from final timeline %d ending at %s, but this backup starts at %s", t.tli, re, start)
+			}
+		} else if re != t.end {
+			return Prior{}, fmt.Errorf("manifest requires WAL from non-final timeline %d ending at %s, but this server switched timelines at %s", t.tli, re, t.end)
+		}
+	}
+	for i := 0; i <= earliest; i++ {
+		s := Span{TLI: tls[i].tli, Start: tls[i].begin, End: tls[i].end}
+		if i == 0 {
+			s.End = start
+		}
+		if i == earliest {
+			s.Start = p.Start
+		}
+		p.Spans = append(p.Spans, s)
+	}
+	return p, nil
+}

@@ -1,0 +1,52 @@
+package incremental
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+func TestCheckPrior(t *testing.T) {
+	const id = 7312345678901234567
+	m := func(rs ...manifest.WALRange) *manifest.Manifest {
+		return &manifest.Manifest{Version: 2, SystemID: id, WALRanges: rs}
+	}
+	one := []wal.TimelineSwitch(nil)
+	two := []wal.TimelineSwitch{{Parent: 1, SwitchLSN: 0x5000000}}
+	p, err := CheckPrior(m(manifest.WALRange{Timeline: 1, Start: 0x1000028, End: 0x2000100}), id, 1, one, 0x3000028)
+	if err != nil || p.StartTLI != 1 || p.Start != 0x1000028 || !slices.Equal(p.Spans, []Span{{1, 0x1000028, 0x3000028}}) {
+		t.Fatalf("one timeline: %+v %v", p, err)
+	}
+	// the prior on timeline 1, this backup on 2 after a promotion: both timelines' summaries, newest first
+	p, err = CheckPrior(m(manifest.WALRange{Timeline: 1, Start: 0x1000028, End: 0x4000000}), id, 2, two, 0x6000028)
+	if err != nil || !slices.Equal(p.Spans, []Span{{2, 0x5000000, 0x6000028}, {1, 0x1000028, 0x5000000}}) {
+		t.Fatalf("two timelines: %+v %v", p, err)
+	}
+	// the prior itself crossed the switch
+	p, err = CheckPrior(m(manifest.WALRange{Timeline: 1, Start: 0x1000028, End: 0x5000000}, manifest.WALRange{Timeline: 2, Start: 0x5000000, End: 0x5800000}), id, 2, two, 0x6000028)
+	if err != nil || p.StartTLI != 1 || p.Start != 0x1000028 {
+		t.Fatalf("prior across the switch: %+v %v", p, err)
+	}
+	for name, c := range map[string]struct {
+		m     *manifest.Manifest
+		cur   uint32
+		h     []wal.TimelineSwitch
+		start wal.LSN
+		want  string
+	}{
+		"version 1":        {&manifest.Manifest{Version: 1, WALRanges: []manifest.WALRange{{Timeline: 1, Start: 1, End: 2}}}, 1, one, 0x3000000, "version 1"},
+		"another system":   {&manifest.Manifest{Version: 2, SystemID: 1, WALRanges: []manifest.WALRange{{Timeline: 1, Start: 1, End: 2}}}, 1, one, 0x3000000, "system identifier"},
+		"no WAL":           {m(), 1, one, 0x3000000, "no required WAL"},
+		"unknown timeline": {m(manifest.WALRange{Timeline: 3, Start: 1, End: 2}), 2, two, 0x6000000, "not in this server's history"},
+		"prior after this": {m(manifest.WALRange{Timeline: 1, Start: 0x1000000, End: 0x4000000}), 1, one, 0x3000000, "but this backup starts at"},
+		"non-final end":    {m(manifest.WALRange{Timeline: 1, Start: 0x1000000, End: 0x4800000}, manifest.WALRange{Timeline: 2, Start: 0x5000000, End: 0x5800000}), 2, two, 0x6000000, "non-final timeline"},
+		"continuation":     {m(manifest.WALRange{Timeline: 1, Start: 0x1000000, End: 0x5000000}, manifest.WALRange{Timeline: 2, Start: 0x5100000, End: 0x5800000}), 2, two, 0x6000000, "continuation timeline"},
+	} {
+		if _, err := CheckPrior(c.m, id, c.cur, c.h, c.start); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
+		}
+	}
+}
