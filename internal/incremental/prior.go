@@ -1,6 +1,7 @@
 package incremental
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -111,4 +112,28 @@ func CheckPrior(m *manifest.Manifest, systemID uint64, current uint32, history [
 		p.Spans = append(p.Spans, s)
 	}
 	return p, nil
+}
+
+// Label returns backup_label as the server returned it with the two lines of an incremental backup
+// appended, where the server's own incremental backups have them: after START TIMELINE, at the end
+// (build_backup_content, xlogbackup.c). The server's bytes are kept as they are (invariant 4).
+func (p Prior) Label(server []byte) ([]byte, error) {
+	if len(server) == 0 || server[len(server)-1] != '\n' {
+		return nil, errors.New("backup_label from the server does not end with a newline")
+	}
+	if containsLine(server, "INCREMENTAL FROM ") {
+		return nil, errors.New("backup_label from the server already has INCREMENTAL FROM lines")
+	}
+	out := append([]byte(nil), server...)
+	return fmt.Appendf(out, "INCREMENTAL FROM LSN: %s\nINCREMENTAL FROM TLI: %d\n", p.Start, p.StartTLI), nil
+}
+
+// containsLine reports whether a line of b starts with prefix.
+func containsLine(b []byte, prefix string) bool {
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if bytes.HasPrefix(l, []byte(prefix)) {
+			return true
+		}
+	}
+	return false
 }

@@ -50,3 +50,19 @@ func TestCheckPrior(t *testing.T) {
 		}
 	}
 }
+
+func TestLabel(t *testing.T) {
+	server := []byte("START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\nCHECKPOINT LOCATION: 0/3000080\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-12-03 09:00:00 UTC\nLABEL: pgbb\nSTART TIMELINE: 1\n")
+	p := Prior{StartTLI: 1, Start: 0x1000028}
+	got, err := p.Label(server)
+	want := string(server) + "INCREMENTAL FROM LSN: 0/1000028\nINCREMENTAL FROM TLI: 1\n"
+	if err != nil || string(got) != want {
+		t.Fatalf("label:\n%s\n%v\nwant\n%s", got, err, want)
+	}
+	if _, err := p.Label(server[:len(server)-1]); err == nil {
+		t.Error("a label without its last newline accepted")
+	}
+	if _, err := p.Label(got); err == nil {
+		t.Error("a label that has the lines already accepted")
+	}
+}
