@@ -38,10 +38,6 @@ func main() {
 		},
 		Action: func(c *cli.Context) error {
 			log.Verbose = c.Bool("verbose")
-			retries := c.Int("retries")
-			if retries == 0 {
-				retries = -1 // Options: 0 is the default, negative is none
-			}
 			return fetch.Run(c.Context, fetch.Options{
 				DSN:               cliapp.DSN(c.String("dsn"), server.Password),
 				BackupID:          c.String("backup-id"),
@@ -53,7 +49,7 @@ func main() {
 				Sink:              c.String("sink"),
 				Items:             c.Args().Slice(),
 				NoVerifyChecksums: c.Bool("no-verify-checksums"),
-				Retries:           retries,
+				Retries:           c.Int("retries"),
 				Log:               log,
 			}, os.Stdin, os.Stdout)
 		},

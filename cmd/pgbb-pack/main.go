@@ -59,10 +59,7 @@ func main() {
 				if !c.Bool("resume") {
 					return cliapp.Usage("give --check with --resume", "--check checks a DEST to resume")
 				}
-				if f := c.String("format"); f != "plain" && f != "p" {
-					return cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
-				}
-				_, err := pack.CheckResumable(c.String("pgdata"))
+				_, err := pack.CheckResume(c.String("format"), c.Bool("force"), c.String("pgdata"))
 				return err
 			}
 			maps := map[string]string{}

@@ -50,7 +50,7 @@ type Options struct {
 	// checksums).
 	NoVerifyChecksums bool
 	// Retries bounds the reconnections in a row, without progress between them, after a dropped connection
-	// (docs/resume.md, "Retry"); 0 means DefaultRetries, a negative value none.
+	// (docs/resume.md, "Retry"); 0 means none (pgbb-fetch's default is DefaultRetries).
 	Retries int
 	Log     *cliapp.Logger
 }
@@ -154,12 +154,8 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		}
 	}
 	testhook.Pause("fetch")
-	retries := o.Retries
-	if retries == 0 {
-		retries = DefaultRetries
-	}
 	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, direct: direct, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
-		verifyFrom: verifyFrom, log: o.Log, retries: max(retries, 0), resume: offer.Resume && direct != nil}
+		verifyFrom: verifyFrom, log: o.Log, retries: max(o.Retries, 0), resume: offer.Resume && direct != nil}
 	defer f.closeConns()
 	lines := make(chan lineOrErr, 4096)
 	go func() {
@@ -241,7 +237,6 @@ type fetcher struct {
 	progress   uint64            // pieces proved so far: a try that made progress resets the count
 	stats      chunkstream.Stats // what the S record says at the end
 	resume     bool              // compare the target's bytes with the server's before fetching (docs/resume.md)
-	dest       []byte            // the target's bytes of a piece, when resuming
 }
 
 // verifyPages checks the page checksums of data read from path at off, as basebackup.c does: a page that
@@ -540,9 +535,9 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool,
 		if err != nil {
 			return err
 		}
-		for _, p := range replaced {
-			if dirty != nil {
-				dirty[p] = true
+		if dirty != nil {
+			for _, p := range replaced {
+				dirty[p] = true // a page read again goes into the target whatever it held
 			}
 		}
 		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
@@ -585,22 +580,33 @@ func (f *fetcher) writeDirty(path string, off int64, data []byte, dirty []bool) 
 	if dirty == nil {
 		return f.direct.WriteAt(path, off, data)
 	}
-	for p := 0; p < len(dirty) && p*pagecheck.PageSize < len(data); {
-		if !dirty[p] {
-			p++
-			continue
+	for _, run := range runs(dirty) {
+		lo, hi := run[0]*pagecheck.PageSize, min(run[1]*pagecheck.PageSize, len(data))
+		if lo >= hi {
+			break
 		}
-		q := p
-		for q < len(dirty) && dirty[q] {
-			q++
-		}
-		lo, hi := p*pagecheck.PageSize, min(q*pagecheck.PageSize, len(data))
 		if err := f.direct.WriteAt(path, off+int64(lo), data[lo:hi]); err != nil {
 			return err
 		}
-		p = q
 	}
 	return nil
+}
+
+// runs returns the runs of true in marks as [first, end) index pairs, in order.
+func runs(marks []bool) [][2]int {
+	var out [][2]int
+	for p := 0; p < len(marks); p++ {
+		if !marks[p] {
+			continue
+		}
+		q := p
+		for q < len(marks) && marks[q] {
+			q++
+		}
+		out = append(out, [2]int{p, q})
+		p = q
+	}
+	return out
 }
 
 // closeConns closes the job's connections (after a retryable failure, they are opened again when needed).

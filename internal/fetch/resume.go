@@ -94,22 +94,16 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		if err != nil {
 			return err
 		}
-		pieces[i].data, pieces[i].dirty = buf, make([]bool, len(proved))
-		for k := 0; k < len(proved); {
-			if proved[k] {
-				k++
-				continue
-			}
-			q := k
-			for q < len(proved) && !proved[q] {
-				pieces[i].dirty[q] = true
-				q++
-			}
-			lo, hi := int64(k*resume.PageSize), min(int64(q*resume.PageSize), d.Length)
+		dirty := make([]bool, len(proved))
+		for k, ok := range proved {
+			dirty[k] = !ok
+		}
+		pieces[i].data, pieces[i].dirty = buf, dirty
+		for _, run := range runs(dirty) {
+			lo, hi := int64(run[0]*resume.PageSize), min(int64(run[1]*resume.PageSize), d.Length)
 			reads = append(reads, server.Range{Path: r.Path, Offset: r.Offset + lo, Length: hi - lo})
 			dst = append(dst, into{i, int(lo)})
 			f.stats.Refetched++
-			k = q
 		}
 	}
 	for i, r := range rs {

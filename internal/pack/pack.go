@@ -175,13 +175,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	var st resume.State
 	if o.Resume {
-		if o.Format != Plain {
-			return cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
-		}
-		if o.Force {
-			return cliapp.Usage("leave out --force: --resume keeps what DEST holds", "--resume and --force together")
-		}
-		if st, err = CheckResumable(dest); err != nil {
+		if st, err = CheckResume(o.Format, o.Force, dest); err != nil {
 			return err
 		}
 		if o.Mappings, err = resumeMappings(st, o.Mappings); err != nil {
@@ -191,15 +185,14 @@ func Run(o Options, stdin io.Reader) (err error) {
 			// only a job that writes into DEST can read back what DEST holds (docs/resume.md)
 			o.Log.Warn("--resume with --no-direct-write reuses nothing: every range is fetched again (leave out --no-direct-write to reuse what %s holds)", dest)
 		}
-	} else if err := CheckDest(dest, o.Force); err != nil {
-		return err
-	}
-	for old, nw := range o.Mappings {
-		if o.Resume {
-			continue // the state file's directories hold the first run's files
+	} else {
+		if err := CheckDest(dest, o.Force); err != nil {
+			return err
 		}
-		if err := CheckDest(nw, false); err != nil {
-			return cliapp.Usage("tablespace directories must be new or empty", "tablespace mapping %s=%s: %v", old, nw, err)
+		for old, nw := range o.Mappings {
+			if err := CheckDest(nw, false); err != nil {
+				return cliapp.Usage("tablespace directories must be new or empty", "tablespace mapping %s=%s: %v", old, nw, err)
+			}
 		}
 	}
 	if len(o.Inputs) == 0 {

@@ -64,11 +64,11 @@ func (p *packer) readStream(r io.Reader, name string, fromSink, direct bool) err
 		if err == io.EOF {
 			return nil
 		}
-		if err != nil && !errors.Is(err, chunkstream.ErrCut) {
-			return refused(err) // damaged or not a stream at all
+		if errors.Is(err, chunkstream.ErrCut) {
+			return err // cut short: its writer died, a fault a resume recovers from
 		}
 		if err != nil {
-			return err // cut short: its writer died, a fault a resume recovers from
+			return refused(err) // damaged or not a stream at all
 		}
 		p.mu.Lock()
 		select {

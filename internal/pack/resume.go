@@ -18,9 +18,15 @@ import (
 // Keeping a failed plain DEST and resuming it (docs/resume.md): the state file, what a resume removes
 // before the jobs start, and the sweep at commit that removes what this run did not prove.
 
-// CheckResumable returns the state of an incomplete plain backup in dest, or a usage error (exit 2) that
-// says why dest cannot be resumed. It changes nothing.
-func CheckResumable(dest string) (resume.State, error) {
+// CheckResume returns the state of an incomplete plain backup in dest, or a usage error (exit 2) that says
+// why dest cannot be resumed in format (plain, "p" or "") or with force. It changes nothing.
+func CheckResume(format string, force bool, dest string) (resume.State, error) {
+	if format != "" && format != "p" && format != Plain {
+		return resume.State{}, cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
+	}
+	if force {
+		return resume.State{}, cliapp.Usage("leave out --force: --resume keeps what DEST holds", "--resume and --force together")
+	}
 	fi, err := os.Stat(dest)
 	if errors.Is(err, os.ErrNotExist) {
 		return resume.State{}, cliapp.Usage("give the DEST of the run to resume, or leave out --resume", "%s does not exist: nothing to resume", dest)

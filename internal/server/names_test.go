@@ -22,8 +22,8 @@ func TestPathsWithHighBytesAreMatched(t *testing.T) {
 		{"pg_tblspc/16384/d\xe9r/x", false, "pg_tblspc/16384", []string{"d\xe9r", "x"}},
 		{"a/b\x80", false, "a", []string{"b\x80"}},
 	} {
-		if got := asciiPath(tc.path); got != tc.ascii {
-			t.Errorf("asciiPath(%q) = %v", tc.path, got)
+		if got := ASCIIPath(tc.path); got != tc.ascii {
+			t.Errorf("ASCIIPath(%q) = %v", tc.path, got)
 		}
 		if tc.ascii {
 			continue

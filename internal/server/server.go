@@ -241,8 +241,8 @@ func (c *Conn) WALPosition(ctx context.Context) (wal.LSN, bool, error) {
 // (resolveSQL). text concatenation and textsend do not validate, so the server rebuilds the exact name.
 // ASCII is the same bytes in every server encoding, so ASCII paths keep the direct statements.
 
-// asciiPath reports whether p can be sent as text: no byte of 0x80 or above.
-func asciiPath(p string) bool {
+// ASCIIPath reports whether p can be sent as text: no byte of 0x80 or above.
+func ASCIIPath(p string) bool {
 	for i := 0; i < len(p); i++ {
 		if p[i] >= 0x80 {
 			return false
@@ -256,7 +256,7 @@ func asciiPath(p string) bool {
 func splitPath(p string) (prefix string, rest [][]byte) {
 	comps := strings.Split(p, "/")
 	i := 0
-	for i < len(comps) && asciiPath(comps[i]) {
+	for i < len(comps) && ASCIIPath(comps[i]) {
 		i++
 	}
 	prefix = strings.Join(comps[:i], "/")
@@ -300,7 +300,7 @@ type DirEntry struct {
 func (c *Conn) ListDir(ctx context.Context, dir string) ([]DirEntry, error) {
 	var rows pgx.Rows
 	var err error
-	if asciiPath(dir) {
+	if ASCIIPath(dir) {
 		rows, err = c.pg.Query(ctx, `SELECT textsend(n), s.size, s.isdir, s.modification
 FROM pg_ls_dir(CASE WHEN $1 = '' THEN '.' ELSE $1 END, true, false) AS n,
      LATERAL pg_stat_file(CASE WHEN $1 = '' THEN n ELSE $1 || '/' || n END, true) AS s
@@ -329,7 +329,7 @@ const readFileSQL = "SELECT pg_read_binary_file($1, $2, $3, true)"
 // asking for the bytea in binary format. It appends to buf. missing is true when the file does not exist;
 // a read past the end returns no bytes. A path that is not ASCII is found by resolveSQL.
 func (c *Conn) ReadFile(ctx context.Context, buf []byte, path string, offset, length int64) (out []byte, missing bool, err error) {
-	if !asciiPath(path) {
+	if !ASCIIPath(path) {
 		prefix, rest := splitPath(path)
 		out = buf
 		err = c.readPieces(ctx, readMatchedSQL, []any{prefix, rest, []int64{offset}, []int64{length}}, 1, func(_ int, data []byte, m bool) error {
@@ -375,7 +375,20 @@ type Range struct {
 // the rows come in the order asked. One statement with many rows costs the server about a third of the CPU
 // per byte of one statement per piece (docs/BENCHMARKS.md): the row buffer is reused, the query is
 // planned once, and the server streams the next row while the client handles the last one.
-const readRangesSQL = "SELECT r.i, pg_read_binary_file(r.p, r.o, r.l, true) FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(p, o, l, i)"
+const readRangesSQL = "SELECT r.i, pg_read_binary_file(r.p, r.o, r.l, true) " + rangesSQL
+
+// rangesSQL is the FROM clause of the statements over many ranges ($1 paths, $2 offsets, $3 lengths): one
+// row per range, numbered in the order asked (rangeArgs makes the arrays).
+const rangesSQL = "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(p, o, l, i)"
+
+// rangeArgs returns the paths, offsets and lengths of rs as the arrays of rangesSQL.
+func rangeArgs(rs []Range) (paths []string, offs, lens []int64) {
+	paths, offs, lens = make([]string, len(rs)), make([]int64, len(rs)), make([]int64, len(rs))
+	for i, r := range rs {
+		paths[i], offs[i], lens[i] = r.Path, r.Offset, r.Length
+	}
+	return paths, offs, lens
+}
 
 // readMatchedSQL reads pieces ($3 offsets, $4 lengths) of one file whose path is not ASCII, found by
 // resolveSQL from $1 and $2. The path is an uncorrelated scalar subquery, resolved once; a file that vanished
@@ -392,29 +405,22 @@ func (c *Conn) ReadRanges(ctx context.Context, rs []Range, fn func(i int, data [
 		end := start + 1
 		var query string
 		var args []any
-		if asciiPath(rs[start].Path) {
-			for end < len(rs) && asciiPath(rs[end].Path) {
+		if ASCIIPath(rs[start].Path) {
+			for end < len(rs) && ASCIIPath(rs[end].Path) {
 				end++
 			}
-			paths := make([]string, end-start)
-			for i, r := range rs[start:end] {
-				paths[i] = r.Path
-			}
-			query, args = readRangesSQL, []any{paths}
+			paths, offs, lens := rangeArgs(rs[start:end])
+			query, args = readRangesSQL, []any{paths, offs, lens}
 		} else {
 			for end < len(rs) && rs[end].Path == rs[start].Path {
 				end++
 			}
 			prefix, rest := splitPath(rs[start].Path)
-			query, args = readMatchedSQL, []any{prefix, rest}
-		}
-		offs := make([]int64, end-start)
-		lens := make([]int64, end-start)
-		for i, r := range rs[start:end] {
-			offs[i], lens[i] = r.Offset, r.Length
+			_, offs, lens := rangeArgs(rs[start:end])
+			query, args = readMatchedSQL, []any{prefix, rest, offs, lens}
 		}
 		base := start
-		if err := c.readPieces(ctx, query, append(args, offs, lens), end-start, func(i int, data []byte, missing bool) error {
+		if err := c.readPieces(ctx, query, args, end-start, func(i int, data []byte, missing bool) error {
 			return fn(base+i, data, missing)
 		}); err != nil {
 			return err
@@ -559,21 +565,17 @@ type PageDigest struct {
 // least-privilege role has, and sha256(bytea), which every role may call (PostgreSQL 11 and later).
 const pageDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(sha256(substr(x.d, k * 8192 + 1, 8192)), ''::bytea ORDER BY k) " +
 	"FROM generate_series(0, (length(x.d) - 1) / 8192) AS k) " +
-	"FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(p, o, l, i) " +
-	"CROSS JOIN LATERAL pg_read_binary_file(r.p, r.o, r.l, true) AS x(d) ORDER BY r.i"
+	rangesSQL + " CROSS JOIN LATERAL pg_read_binary_file(r.p, r.o, r.l, true) AS x(d) ORDER BY r.i"
 
 // PageDigests asks the server for the digests of each range's pages, in one statement. Every path must be
 // ASCII (a caller fetches the others whole).
 func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error) {
-	paths := make([]string, len(rs))
-	offs := make([]int64, len(rs))
-	lens := make([]int64, len(rs))
-	for i, r := range rs {
-		if !asciiPath(r.Path) {
+	for _, r := range rs {
+		if !ASCIIPath(r.Path) {
 			return nil, fmt.Errorf("page digests of %q: not an ASCII path", r.Path)
 		}
-		paths[i], offs[i], lens[i] = r.Path, r.Offset, r.Length
 	}
+	paths, offs, lens := rangeArgs(rs)
 	rows, err := c.pg.Query(ctx, pageDigestsSQL, paths, offs, lens)
 	if err != nil {
 		return nil, err
@@ -608,6 +610,3 @@ func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error
 	}
 	return out, nil
 }
-
-// ASCIIPath reports whether a path can be sent to the server as text as it is (see asciiPath).
-func ASCIIPath(p string) bool { return asciiPath(p) }
