@@ -267,8 +267,10 @@ func Run(o Options, stdin io.Reader) (err error) {
 		}
 		stopSink()
 		switch pt, _ := p.out.(*plainTarget); {
-		case p.stateWritten && !o.NoKeep && pt != nil && !errors.As(err, new(refusedInput)):
-			// a plain run that got past its start keeps what it copied for --resume (docs/resume.md)
+		case p.stateWritten && !o.NoKeep && pt != nil && (o.Resume || !errors.As(err, new(refusedInput))):
+			// a plain run that got past its start keeps what it copied for --resume (docs/resume.md); a
+			// resume keeps DEST whatever its input did: the earlier runs' bytes are not this input's to
+			// lose, and a next resume proves every byte again
 			pt.keep()
 			o.Log.Warn("%s is kept without backup_manifest (%s marks it incomplete): run again with --resume to complete it, or remove it", dest, resume.StateName)
 		case o.Resume && !p.stateWritten:

@@ -911,3 +911,42 @@ func TestPackTarLeavesCompressedWALToVerify(t *testing.T) {
 		t.Fatalf("verify: %d problems, %v\n%s", n, err, report.String())
 	}
 }
+
+// A resume whose input is refused keeps the DEST it was given: what the earlier run stored is not lost
+// with the bad stream (a next resume proves every byte again).
+func TestResumeKeepsDestOnRefusedInput(t *testing.T) {
+	cases := map[string]func(*testing.T, *env, *streamSpec){}
+	for _, tc := range tamperCases(t) {
+		cases[tc.name] = tc.tamper
+	}
+	e := newEnv(t)
+	spec := validSpec(e.tsLoc, false)
+	cases["no backup end record"](t, e, spec)
+	e.writeStream(t, spec.build(t))
+	if err := Run(e.options(Plain), nil); err == nil {
+		t.Fatal("a stream without its end packed")
+	}
+	kept := listDir(t, e.dest)
+	if _, err := os.Stat(filepath.Join(e.dest, resume.StateName)); err != nil || len(kept) < 2 {
+		t.Fatalf("the first run's DEST was not kept: %v %v", kept, err)
+	}
+	spec = validSpec(e.tsLoc, false)
+	cases["chunk path differs from its outcome's"](t, e, spec)
+	e.writeStream(t, spec.build(t))
+	o := e.options(Plain)
+	o.Resume = true
+	if err := Run(o, nil); err == nil || !errors.As(err, new(refusedInput)) {
+		t.Fatalf("a resume with a tampered stream: %v, want it refused", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.dest, resume.StateName)); err != nil {
+		t.Fatalf("the refused resume removed the state file: %v (DEST holds %v)", err, listDir(t, e.dest))
+	}
+	for _, name := range kept {
+		if name == "global" || name == "backup_label" {
+			continue // pg_control and the label are never reused, and go first
+		}
+		if _, err := os.Lstat(filepath.Join(e.dest, name)); err != nil {
+			t.Errorf("the refused resume removed %s of the earlier run: %v", name, err)
+		}
+	}
+}
