@@ -333,6 +333,7 @@ func TestResumeRefuses(t *testing.T) {
 		{"another cluster's DEST", "holds a backup of system", []string{kept, keptTs}, []string{"--resume", "-T", a.tsDir + "=" + keptTs, b.DSN(), kept}},
 		{"a complete backup", "holds a complete backup", []string{complete, completeTs}, []string{"--resume", "-T", a.tsDir + "=" + completeTs, a.c.DSN(), complete}},
 		{"a directory pgbb did not make", "is not an incomplete pgbb backup", []string{foreign}, []string{"--resume", a.c.DSN(), foreign}},
+		{"a -T other than the first run's", "was copied to", []string{kept, keptTs}, []string{"--resume", "-T", a.tsDir + "=" + filepath.Join(t.TempDir(), "elsewhere"), a.c.DSN(), kept}},
 		{"a tar backup", "--resume works on plain backups only", []string{kept, keptTs}, []string{"--resume", "-F", "tar", a.c.DSN(), kept}},
 		{"with --force", "--resume and --force together", []string{kept, keptTs}, []string{"--resume", "--force", a.c.DSN(), kept}},
 		{"pgbb-pack -F tar --resume", "plain", []string{kept, keptTs}, nil},
@@ -349,8 +350,8 @@ func TestResumeRefuses(t *testing.T) {
 			if r.code != 2 {
 				t.Fatalf("exit %d, want 2 (refused)\nstderr:\n%s", r.code, r.stderr)
 			}
-			if !strings.Contains(r.stderr, tc.want) || !strings.Contains(r.stderr, "hint:") {
-				t.Errorf("stderr does not say %q with a hint:\n%s", tc.want, r.stderr)
+			if last := lastLines(r.stderr, 2); !strings.Contains(last, tc.want) || !strings.Contains(last, "hint:") {
+				t.Errorf("the last lines do not say %q with a hint:\n%s", tc.want, r.stderr)
 			}
 			if after := tree(t, tc.dirs...); after != before {
 				t.Fatalf("the refused resume changed what it was given:\nbefore:\n%s\nafter:\n%s", before, after)

@@ -55,13 +55,6 @@ func main() {
 			if !c.IsSet("pgdata") {
 				return cliapp.Usage("give the target with -D DIR", "no target directory")
 			}
-			if c.Bool("check") {
-				if !c.Bool("resume") {
-					return cliapp.Usage("give --check with --resume", "--check checks a DEST to resume")
-				}
-				_, err := pack.CheckResume(c.String("format"), c.Bool("force"), c.String("pgdata"))
-				return err
-			}
 			maps := map[string]string{}
 			for _, m := range c.StringSlice("tablespace-mapping") {
 				old, nw, err := pack.ParseMapping(m)
@@ -69,6 +62,13 @@ func main() {
 					return cliapp.Usage("write -T OLDDIR=NEWDIR with absolute paths", "%v", err)
 				}
 				maps[old] = nw
+			}
+			if c.Bool("check") {
+				if !c.Bool("resume") {
+					return cliapp.Usage("give --check with --resume", "--check checks a DEST to resume")
+				}
+				_, _, err := pack.CheckResume(c.String("format"), c.Bool("force"), c.String("pgdata"), maps)
+				return err
 			}
 			log.Verbose = c.Bool("verbose")
 			return pack.Run(pack.Options{

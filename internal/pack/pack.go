@@ -175,10 +175,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	var st resume.State
 	if o.Resume {
-		if st, err = CheckResume(o.Format, o.Force, dest); err != nil {
-			return err
-		}
-		if o.Mappings, err = resumeMappings(st, o.Mappings); err != nil {
+		if st, o.Mappings, err = CheckResume(o.Format, o.Force, dest, o.Mappings); err != nil {
 			return err
 		}
 		if o.NoDirect {

@@ -18,15 +18,27 @@ import (
 // Keeping a failed plain DEST and resuming it (docs/resume.md): the state file, what a resume removes
 // before the jobs start, and the sweep at commit that removes what this run did not prove.
 
-// CheckResume returns the state of an incomplete plain backup in dest, or a usage error (exit 2) that says
-// why dest cannot be resumed in format (plain, "p" or "") or with force. It changes nothing.
-func CheckResume(format string, force bool, dest string) (resume.State, error) {
+// CheckResume returns the state of an incomplete plain backup in dest and the -T mappings maps merged with
+// the state's, or a usage error (exit 2) that says why dest cannot be resumed in format (plain, "p" or "")
+// with force and maps. It changes nothing.
+func CheckResume(format string, force bool, dest string, maps map[string]string) (resume.State, map[string]string, error) {
 	if format != "" && format != "p" && format != Plain {
-		return resume.State{}, cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
+		return resume.State{}, nil, cliapp.Usage("resume works on plain backups only; take the tar backup again", "--resume with -F tar: a tar set cannot be resumed")
 	}
 	if force {
-		return resume.State{}, cliapp.Usage("leave out --force: --resume keeps what DEST holds", "--resume and --force together")
+		return resume.State{}, nil, cliapp.Usage("leave out --force: --resume keeps what DEST holds", "--resume and --force together")
 	}
+	st, err := checkResumable(dest)
+	if err != nil {
+		return st, nil, err
+	}
+	merged, err := resumeMappings(st, maps)
+	return st, merged, err
+}
+
+// checkResumable returns the state file of dest, or the usage error that says why dest is not an
+// incomplete pgbb backup.
+func checkResumable(dest string) (resume.State, error) {
 	fi, err := os.Stat(dest)
 	if errors.Is(err, os.ErrNotExist) {
 		return resume.State{}, cliapp.Usage("give the DEST of the run to resume, or leave out --resume", "%s does not exist: nothing to resume", dest)
