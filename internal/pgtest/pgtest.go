@@ -254,7 +254,9 @@ func serverUser() (*osUser, error) {
 // directory the link itself is chowned and the tablespace directory it points
 // to is chowned recursively too, so a restored data directory with
 // tablespaces becomes usable by the server. Call it on a restored backup
-// before passing it to Start.
+// before passing it to Start. On a running cluster's directory, an entry
+// the server removes during the walk (a recycled WAL segment, a temporary
+// file) is skipped: it no longer needs an owner.
 func ChownToServerUser(path string) error {
 	su, err := serverUser()
 	if err != nil || su == nil {
@@ -265,10 +267,16 @@ func ChownToServerUser(path string) error {
 
 func chownTree(root string, uid, gid int, visited map[string]bool) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p != root {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		if err := os.Lchown(p, uid, gid); err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p != root {
+				return nil
+			}
 			return err
 		}
 		if d.Type()&fs.ModeSymlink != 0 && filepath.Base(filepath.Dir(p)) == "pg_tblspc" {
