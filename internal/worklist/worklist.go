@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/datadir"
+	"github.com/pgbb/pgbb/internal/incremental"
 )
 
 // Kind says what an item copies.
@@ -23,7 +24,17 @@ const (
 	Part Kind = 'p' // a byte range of one file that more ranges of the same file follow
 	Dir  Kind = 'd' // a directory, created empty
 	Link Kind = 'l' // a tablespace link, pg_tblspc/<oid>
+	// Version 2: the items of an incremental file (docs/worklist.md, "Version 2")
+	Header  Kind = 'h' // an INCREMENTAL file's header, made from the line
+	MoreRun Kind = 'r' // a run of blocks that more runs of the same file follow
+	LastRun Kind = 't' // the run of blocks that ends the file
 )
+
+// Run is a run of blocks of a relation segment, numbered relative to the segment.
+type Run struct{ First, Count uint32 }
+
+// MaxRunList bounds an h line's run list; pgbb-list sends a segment with a longer one in full.
+const MaxRunList = 16 << 10
 
 // Item is one line of the work list.
 type Item struct {
@@ -31,8 +42,103 @@ type Item struct {
 	Kind   Kind
 	Offset int64
 	Length int64
-	Path   string // raw bytes, unescaped
+	Path   string // raw bytes, unescaped; for h, r and t the relation segment on the server
+	// h only: the truncation length in blocks, and the blocks the file lists
+	Trunc uint32
+	Runs  []Run
+	// r and t: where the run goes in the incremental file
+	Dst int64
 }
+
+// Incremental reports whether the item belongs to an incremental file.
+func (it Item) Incremental() bool {
+	return it.Kind == Header || it.Kind == MoreRun || it.Kind == LastRun
+}
+
+// StoredPath is the path the item's bytes have in the backup: the incremental path
+// (<dir>/INCREMENTAL.<name>) for h, r and t, else Path.
+func (it Item) StoredPath() string {
+	if !it.Incremental() {
+		return it.Path
+	}
+	i := strings.LastIndexByte(it.Path, '/')
+	return it.Path[:i+1] + incremental.Prefix + it.Path[i+1:]
+}
+
+// Blocks returns the block numbers an h item lists, ascending.
+func (it Item) Blocks() []uint32 {
+	var out []uint32
+	for _, r := range it.Runs {
+		for b := r.First; b < r.First+r.Count; b++ {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// StoredRange is the item's byte range in the stored file: [0, header size) for h, the destination for r
+// and t, the source range for the other kinds.
+func (it Item) StoredRange() (off, length int64) {
+	switch it.Kind {
+	case Header:
+		n := 0
+		for _, r := range it.Runs {
+			n += int(r.Count)
+		}
+		return 0, int64(incremental.HeaderSize(n))
+	case MoreRun, LastRun:
+		return it.Dst, it.Length
+	}
+	return it.Offset, it.Length
+}
+
+// Final reports whether the item's range ends its stored file.
+func (it Item) Final() bool {
+	return it.Kind == File || it.Kind == LastRun || (it.Kind == Header && len(it.Runs) == 0)
+}
+
+// FormatRuns writes a run list as an h line carries it.
+func FormatRuns(runs []Run) string {
+	if len(runs) == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i, r := range runs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d+%d", r.First, r.Count)
+	}
+	return b.String()
+}
+
+// parseRuns reads a run list: ascending, without overlap or adjacency to the previous run's end being
+// required, each count at least 1, within 32 bits.
+func parseRuns(s string) ([]Run, error) {
+	if s == "-" {
+		return nil, nil
+	}
+	if len(s) > MaxRunList {
+		return nil, fmt.Errorf("run list longer than %d bytes", MaxRunList)
+	}
+	var out []Run
+	next := uint64(0)
+	for _, f := range strings.Split(s, ",") {
+		a, c, ok := strings.Cut(f, "+")
+		first, ok1 := parseDecimal(a, 1<<32-1)
+		count, ok2 := parseDecimal(c, 1<<32-1)
+		if !ok || !ok1 || !ok2 || count == 0 || first+count > 1<<32-1 {
+			return nil, fmt.Errorf("bad run %q (want first+count)", f)
+		}
+		if first < next {
+			return nil, fmt.Errorf("run %q does not come after the one before it", f)
+		}
+		next = first + count
+		out = append(out, Run{First: uint32(first), Count: uint32(count)})
+	}
+	return out, nil
+}
+
 
 // Trailer is the last line of a work list.
 type Trailer struct {
@@ -42,6 +148,12 @@ type Trailer struct {
 
 // FormatItem returns it as one line, without the newline.
 func FormatItem(it Item) string {
+	switch it.Kind {
+	case Header:
+		return fmt.Sprintf("%d\th\t%d\t%s\t0\t%s", it.Seq, it.Trunc, FormatRuns(it.Runs), EscapePath(it.Path))
+	case MoreRun, LastRun:
+		return fmt.Sprintf("%d\t%c\t%d\t%d\t%d\t%s", it.Seq, it.Kind, it.Offset, it.Length, it.Dst, EscapePath(it.Path))
+	}
 	return fmt.Sprintf("%d\t%c\t%d\t%d\t%s", it.Seq, it.Kind, it.Offset, it.Length, EscapePath(it.Path))
 }
 
@@ -144,6 +256,9 @@ func ParseLine(s string) (Line, error) {
 		}
 		return Line{Trailer: &Trailer{Count: n, BackupID: f[2]}}, nil
 	}
+	if len(f) == 6 {
+		return parseV2(f)
+	}
 	if len(f) != 5 {
 		return Line{}, fmt.Errorf("item has %d fields, want 5 (seq, kind, offset, length, path separated by tabs)", len(f))
 	}
@@ -176,6 +291,54 @@ func ParseLine(s string) (Line, error) {
 	if (it.Kind == Dir || it.Kind == Link) && (off != 0 || length != 0) {
 		return Line{}, fmt.Errorf("%c item with a byte range", it.Kind)
 	}
+	return Line{Item: &it}, nil
+}
+
+// parseV2 parses the six fields of an h, r or t line (docs/worklist.md, "Version 2").
+func parseV2(f []string) (Line, error) {
+	seq, ok := parseDecimal(f[0], 1<<63-1)
+	if !ok || seq == 0 {
+		return Line{}, fmt.Errorf("bad sequence number %q", f[0])
+	}
+	if len(f[1]) != 1 || (f[1][0] != 'h' && f[1][0] != 'r' && f[1][0] != 't') {
+		return Line{}, fmt.Errorf("item has 6 fields, want 5 (seq, kind, offset, length, path separated by tabs; 6 only for kinds h, r and t)")
+	}
+	p, err := UnescapePath(f[5])
+	if err != nil {
+		return Line{}, err
+	}
+	if err := CheckPath(p); err != nil {
+		return Line{}, err
+	}
+	name := p[strings.LastIndexByte(p, '/')+1:]
+	if _, ok := incremental.ParseRelFile(name); !ok || !strings.Contains(p, "/") {
+		return Line{}, fmt.Errorf("%c item for %q, which is not a relation segment in a database directory", f[1][0], p)
+	}
+	it := Item{Seq: seq, Kind: Kind(f[1][0]), Path: p}
+	if it.Kind == Header {
+		trunc, ok := parseDecimal(f[2], 1<<32-1)
+		if !ok {
+			return Line{}, fmt.Errorf("bad truncation length %q", f[2])
+		}
+		if it.Runs, err = parseRuns(f[3]); err != nil {
+			return Line{}, err
+		}
+		if f[4] != "0" {
+			return Line{}, fmt.Errorf("h item with destination %q, want 0", f[4])
+		}
+		it.Trunc = uint32(trunc)
+		return Line{Item: &it}, nil
+	}
+	off, ok1 := parseDecimal(f[2], 1<<60)
+	length, ok2 := parseDecimal(f[3], 1<<60)
+	dst, ok3 := parseDecimal(f[4], 1<<60)
+	if !ok1 || !ok2 || !ok3 {
+		return Line{}, fmt.Errorf("bad offset, length or destination %q, %q, %q", f[2], f[3], f[4])
+	}
+	if length == 0 || off%incremental.BlockSize != 0 || length%incremental.BlockSize != 0 || dst%incremental.BlockSize != 0 || dst == 0 {
+		return Line{}, fmt.Errorf("%c item: offset, length and destination must be whole blocks, the length and destination not 0", it.Kind)
+	}
+	it.Offset, it.Length, it.Dst = int64(off), int64(length), int64(dst)
 	return Line{Item: &it}, nil
 }
 

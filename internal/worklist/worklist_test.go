@@ -68,7 +68,7 @@ func TestEscapeRoundTripEveryByte(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseLine(%q): %v", line, err)
 			}
-			if l.Item == nil || *l.Item != it {
+			if l.Item == nil || !reflect.DeepEqual(*l.Item, it) {
 				t.Fatalf("ParseLine(%q) = %+v, want %+v", line, l.Item, it)
 			}
 		})
@@ -331,19 +331,19 @@ func TestReaderExample(t *testing.T) {
 		t.Fatalf("err = %v, want io.EOF", err)
 	}
 	want := []Item{
-		{1, Dir, 0, 0, "base"},
-		{2, Dir, 0, 0, "base/1"},
-		{3, File, 0, 8192, "base/1/112"},
-		{4, File, 0, 33554432, "base/5/16397"},
-		{5, File, 33554432, 12582912, "base/5/16397"},
-		{6, Link, 0, 0, "pg_tblspc/16384"},
-		{7, File, 0, 1264, "PG_VERSION"},
+		{Seq: 1, Kind: Dir, Offset: 0, Length: 0, Path: "base"},
+		{Seq: 2, Kind: Dir, Offset: 0, Length: 0, Path: "base/1"},
+		{Seq: 3, Kind: File, Offset: 0, Length: 8192, Path: "base/1/112"},
+		{Seq: 4, Kind: File, Offset: 0, Length: 33554432, Path: "base/5/16397"},
+		{Seq: 5, Kind: File, Offset: 33554432, Length: 12582912, Path: "base/5/16397"},
+		{Seq: 6, Kind: Link, Offset: 0, Length: 0, Path: "pg_tblspc/16384"},
+		{Seq: 7, Kind: File, Offset: 0, Length: 1264, Path: "PG_VERSION"},
 	}
 	if len(got) != len(want)+1 {
 		t.Fatalf("got %d lines, want %d", len(got), len(want)+1)
 	}
 	for i, w := range want {
-		if got[i].Item == nil || *got[i].Item != w {
+		if got[i].Item == nil || !reflect.DeepEqual(*got[i].Item, w) {
 			t.Errorf("line %d = %s, want %+v", i+1, show(got[i]), w)
 		}
 	}
@@ -477,6 +477,7 @@ func FuzzParseLine(f *testing.F) {
 	for _, l := range []string{
 		`1	f	0	1	a\x09b\x5c\xff`, "1\tf\t0\t0\ta\x01\xfe", "3\tf\t0\t8192\tbase/1/112\r", "#x", "",
 		`1	f	0	0	a\x4`, "end\t0\ta", "1\td\t+0\t-0\tx", "1\tf\t0\t0\tbase/../x", "1\tf\t0\t0\tA\\x5C",
+		"8\th\t10\t0+2,7+1\t0\tbase/5/16384", "9\tr\t0\t16384\t8192\tbase/5/16384_vm.1", "10\tt\t57344\t8192\t24576\tglobal/1262",
 	} {
 		f.Add(l)
 	}
@@ -500,14 +501,18 @@ func FuzzParseLine(f *testing.F) {
 			if it.Kind == Part && it.Length == 0 {
 				t.Fatalf("ParseLine(%q) accepted an empty part %+v", s, it)
 			}
-			if it.Kind != File && it.Kind != Part && (it.Offset != 0 || it.Length != 0) {
+			if !it.Incremental() && it.Kind != File && it.Kind != Part && (it.Offset != 0 || it.Length != 0) {
 				t.Fatalf("ParseLine(%q) accepted a range on %+v", s, it)
 			}
 			if err := CheckPath(it.Path); err != nil {
 				t.Fatalf("ParseLine(%q) accepted path %q: %v", s, it.Path, err)
 			}
 			line = FormatItem(it)
-			checkLineChars(t, line, 4)
+			if it.Incremental() {
+				checkLineChars(t, line, 5)
+			} else {
+				checkLineChars(t, line, 4)
+			}
 		case l.Trailer != nil:
 			if !backupid.Valid(l.Trailer.BackupID) {
 				t.Fatalf("ParseLine(%q) accepted backup id %q", s, l.Trailer.BackupID)
@@ -574,11 +579,70 @@ func TestItemRoundTripNamesAreBytes(t *testing.T) {
 	rd := NewReader(strings.NewReader(list.String()), "list")
 	for _, w := range want {
 		l, err := rd.Next()
-		if err != nil || l.Item == nil || *l.Item != w {
+		if err != nil || l.Item == nil || !reflect.DeepEqual(*l.Item, w) {
 			t.Fatalf("read %+v, %v; want %+v", l.Item, err, w)
 		}
 	}
 	if _, err := rd.Next(); err != io.EOF {
 		t.Fatalf("after the items: %v", err)
+	}
+}
+
+// The items of an incremental file (docs/worklist.md, "Version 2"): the document's example parses, gives
+// the stored ranges it describes, and formats back to itself.
+func TestIncrementalItems(t *testing.T) {
+	lines := []string{
+		"8\th\t10\t0+2,7+1\t0\tbase/5/16384",
+		"9\tr\t0\t16384\t8192\tbase/5/16384",
+		"10\tt\t57344\t8192\t24576\tbase/5/16384",
+	}
+	want := []struct {
+		kind        Kind
+		off, length int64
+		final       bool
+	}{{Header, 0, 8192, false}, {MoreRun, 8192, 16384, false}, {LastRun, 24576, 8192, true}}
+	for i, s := range lines {
+		l, err := ParseLine(s)
+		if err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+		it := *l.Item
+		off, length := it.StoredRange()
+		if it.Kind != want[i].kind || off != want[i].off || length != want[i].length || it.Final() != want[i].final {
+			t.Fatalf("%q: %c %d+%d final %v, want %+v", s, it.Kind, off, length, it.Final(), want[i])
+		}
+		if it.StoredPath() != "base/5/INCREMENTAL.16384" {
+			t.Fatalf("%q: stored path %q", s, it.StoredPath())
+		}
+		if FormatItem(it) != s {
+			t.Fatalf("%q formats as %q", s, FormatItem(it))
+		}
+	}
+	h, _ := ParseLine(lines[0])
+	if !reflect.DeepEqual(h.Item.Blocks(), []uint32{0, 1, 7}) || h.Item.Trunc != 10 {
+		t.Fatalf("blocks %v trunc %d", h.Item.Blocks(), h.Item.Trunc)
+	}
+	empty, err := ParseLine("3\th\t4\t-\t0\tglobal/1262")
+	if err != nil || !empty.Item.Final() {
+		t.Fatalf("empty header: %+v %v", empty.Item, err)
+	}
+	if _, length := empty.Item.StoredRange(); length != 12 {
+		t.Fatalf("empty header is %d bytes, want 12", length)
+	}
+	for _, bad := range []string{
+		"8\th\t10\t2+1,1+1\t0\tbase/5/16384",  // not ascending
+		"8\th\t10\t0+0\t0\tbase/5/16384",      // empty run
+		"8\th\t10\t0+2\t1\tbase/5/16384",      // destination on h
+		"8\th\t10\t0+2\t0\tbase/5/PG_VERSION", // not a relation file
+		"8\th\t10\t0+2\t0\t16384",             // not in a directory
+		"9\tr\t0\t0\t8192\tbase/5/16384",      // empty run
+		"9\tr\t100\t8192\t8192\tbase/5/16384", // not whole blocks
+		"9\tr\t0\t8192\t0\tbase/5/16384",      // destination inside the header
+		"9\tf\t0\t8192\t8192\tbase/5/16384",   // six fields on a version 1 kind
+		"9\tr\t0\t8192\tbase/5/16384",         // five fields on a version 2 kind
+	} {
+		if _, err := ParseLine(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
