@@ -495,11 +495,14 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("ParseLine(%q) returned an item and a trailer", s)
 		case l.Item != nil:
 			it := *l.Item
-			if it.Seq == 0 || it.Offset < 0 || it.Length < 0 || (it.Kind != File && it.Kind != Part && it.Kind != Dir && it.Kind != Link) {
+			if it.Seq == 0 || it.Offset < 0 || it.Length < 0 || (it.Kind != File && it.Kind != Part && it.Kind != Dir && it.Kind != Link && !it.Incremental()) {
 				t.Fatalf("ParseLine(%q) accepted %+v", s, it)
 			}
-			if it.Kind == Part && it.Length == 0 {
-				t.Fatalf("ParseLine(%q) accepted an empty part %+v", s, it)
+			if (it.Kind == Part || it.Kind == MoreRun || it.Kind == LastRun) && it.Length == 0 {
+				t.Fatalf("ParseLine(%q) accepted an empty range %+v", s, it)
+			}
+			if off, length := it.StoredRange(); it.Incremental() && (off%8192 != 0 || (it.Kind != Header && (off == 0 || length%8192 != 0))) {
+				t.Fatalf("ParseLine(%q) accepted a run off the block grid %+v", s, it)
 			}
 			if !it.Incremental() && it.Kind != File && it.Kind != Part && (it.Offset != 0 || it.Length != 0) {
 				t.Fatalf("ParseLine(%q) accepted a range on %+v", s, it)
