@@ -25,6 +25,7 @@ func main() {
 			&cli.Int64Flag{Name: "split-size", Usage: "largest byte range of one work item (default 32 MiB, or chosen from --jobs)"},
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "how many fetch jobs will share the list: cut files so each gets about 8 items' worth"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
+			&cli.StringFlag{Name: "incremental", Aliases: []string{"i"}, Usage: "list an incremental backup against the prior backup whose backup_manifest (or directory) this is (PostgreSQL 17 and later, summarize_wal = on)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report every skipped entry and why, on stderr"},
 		},
 		Action: func(c *cli.Context) error {
@@ -39,6 +40,8 @@ func main() {
 				SplitSize: c.Int64("split-size"),
 				Jobs:      c.Int("jobs"),
 				Log:       log,
+
+				Incremental: c.String("incremental"),
 			}, os.Stdout)
 		},
 	})

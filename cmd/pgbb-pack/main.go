@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pack"
 	"github.com/pgbb/pgbb/internal/verify"
 	"github.com/urfave/cli/v2"
@@ -32,6 +33,7 @@ func main() {
 			&cli.BoolFlag{Name: "no-clean", Usage: "keep what was written when the backup fails, whatever the format and however early"},
 			&cli.BoolFlag{Name: "resume", Usage: "plain format: complete the DEST of a failed or killed run (it holds .pgbb-incomplete), reusing the bytes the server's digests prove (docs/resume.md)"},
 			&cli.BoolFlag{Name: "no-keep", Usage: "plain format: remove what a failed run wrote (by default it is kept for --resume once the backup had started)"},
+			&cli.StringFlag{Name: "incremental", Usage: "the backup is incremental against the prior backup whose backup_manifest (or directory) this is: backup_label gets its INCREMENTAL FROM lines (give pgbb-list the same)"},
 			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed, and change nothing"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz, or .tar.zst with --compress zstd; needs chunks of that codec)"},
 			&cli.StringFlag{Name: "compress", Usage: "with -F tar: the codec the chunks were compressed with, xz (default) or zstd; a tar set is all one codec"},
@@ -71,20 +73,33 @@ func main() {
 				return err
 			}
 			log.Verbose = c.Bool("verbose")
+			var prior *incremental.Prior
+			if path := c.String("incremental"); path != "" {
+				m, err := incremental.ReadPrior(path)
+				if err != nil {
+					return err
+				}
+				p, err := incremental.Start(m)
+				if err != nil {
+					return cliapp.WithHint(fmt.Errorf("%s: %w", path, err), "give the manifest of a backup of PostgreSQL 17 or later")
+				}
+				prior = &p
+			}
 			return pack.Run(pack.Options{
-				Dest:     c.String("pgdata"),
-				Format:   c.String("format"),
-				Force:    c.Bool("force"),
-				Mappings: maps,
-				NoClean:  c.Bool("no-clean"),
-				NoSync:   c.Bool("no-sync"),
-				Compress: c.String("compress"),
-				NoDirect: c.Bool("no-direct-write"),
-				Resume:   c.Bool("resume"),
-				NoKeep:   c.Bool("no-keep"),
-				Sink:     c.String("sink"),
-				Inputs:   c.Args().Slice(),
-				Log:      log,
+				Incremental: prior,
+				Dest:        c.String("pgdata"),
+				Format:      c.String("format"),
+				Force:       c.Bool("force"),
+				Mappings:    maps,
+				NoClean:     c.Bool("no-clean"),
+				NoSync:      c.Bool("no-sync"),
+				Compress:    c.String("compress"),
+				NoDirect:    c.Bool("no-direct-write"),
+				Resume:      c.Bool("resume"),
+				NoKeep:      c.Bool("no-keep"),
+				Sink:        c.String("sink"),
+				Inputs:      c.Args().Slice(),
+				Log:         log,
 			}, os.Stdin)
 		},
 	})

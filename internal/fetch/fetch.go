@@ -26,6 +26,7 @@ import (
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/datadir"
 	"github.com/pgbb/pgbb/internal/directwrite"
+	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pagecheck"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/testhook"
@@ -309,7 +310,10 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 			if le.err != nil {
 				return le.err
 			}
-			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part) {
+			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part || it.Kind == worklist.MoreRun || it.Kind == worklist.LastRun) {
+				if it.Incremental() && f.resume {
+					return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
+				}
 				batch = append(batch, it)
 				bytes += it.Length
 			} else if err := f.other(le.line); err != nil {
@@ -361,8 +365,25 @@ func (f *fetcher) other(l worklist.Line) error {
 			return fmt.Errorf("item %d: link %q is not pg_tblspc/<oid>", it.Seq, it.Path)
 		}
 		return f.sw.WriteLink(it.Seq, it.Path)
+	case worklist.Header:
+		return f.header(it)
 	}
 	return fmt.Errorf("item %d: unknown kind", it.Seq)
+}
+
+// header stores an INCREMENTAL file's header, made from its h item alone (docs/worklist.md, "Version 2"),
+// as the item's one piece.
+func (f *fetcher) header(it *worklist.Item) error {
+	if f.resume {
+		return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
+	}
+	data := incremental.Header{Blocks: it.Blocks(), TruncBlocks: it.Trunc}.Encode()
+	ic := &itemCopy{it: it, status: chunkstream.Stored}
+	if err := f.store(ic, 0, data); err != nil {
+		return err
+	}
+	ic.stored = int64(len(data))
+	return f.outcome(ic)
 }
 
 // itemCopy follows one item through the pieces of a batch, and through the tries of a batch whose
@@ -507,8 +528,9 @@ func (f *fetcher) copyItems(ics []*itemCopy) error {
 // outcome writes an item's O record, once.
 func (f *fetcher) outcome(ic *itemCopy) error {
 	it := ic.it
-	if err := f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: ic.status, Offset: uint64(it.Offset), Length: uint64(it.Length),
-		Final: it.Kind == worklist.File, Stored: uint64(ic.stored), Path: it.Path}); err != nil {
+	off, length := it.StoredRange()
+	if err := f.sw.WriteOutcome(chunkstream.Outcome{Item: it.Seq, Status: ic.status, Offset: uint64(off), Length: uint64(length),
+		Final: it.Final(), Stored: uint64(ic.stored), Path: it.StoredPath()}); err != nil {
 		return err
 	}
 	ic.outcome = true
@@ -520,18 +542,21 @@ func (f *fetcher) outcome(ic *itemCopy) error {
 // (resume): only those are written; nil means all of them.
 func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool, dirty []bool) error {
 	it := ic.it
-	if missing {
+	if int64(len(data)) > r.Length {
+		return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), r.Length)
+	}
+	if missing && !it.Incremental() {
 		if ic.stored == 0 {
 			ic.status = chunkstream.Vanished
 		}
 		ic.ended = true
 		return nil
 	}
-	if int64(len(data)) > r.Length {
-		return fmt.Errorf("read %s: server returned %d bytes for %d asked", it.Path, len(data), r.Length)
-	}
+	var bad []uint64
 	if len(data) > 0 {
-		bad, replaced, err := f.verifyPages(it.Seq, it.Path, r.Offset, data)
+		var replaced []int
+		var err error
+		bad, replaced, err = f.verifyPages(it.Seq, it.Path, r.Offset, data)
 		if err != nil {
 			return err
 		}
@@ -540,29 +565,19 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool,
 				dirty[p] = true // a page read again goes into the target whatever it held
 			}
 		}
-		c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(r.Offset), RawLen: uint32(len(data)),
-			RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: it.Path, Data: data}
-		if f.direct != nil {
-			// the bytes go into the target here; pgbb-pack gets what it needs to prove them
-			if err := f.writeDirty(it.Path, r.Offset, data, dirty); err != nil {
-				return err
-			}
-			if err := f.sw.WriteWritten(chunkstream.Written{Item: it.Seq, Offset: c.Offset, Length: c.RawLen, CRC: c.RawCRC, Path: it.Path}); err != nil {
-				return err
-			}
-		} else if f.codec != chunkstream.CodecNone {
-			if f.zbuf, err = f.comp.Compress(f.zbuf, data); err != nil {
-				return err
-			}
-			c.Data = f.zbuf
-		}
-		if f.direct == nil {
-			if err := f.sw.WriteChunk(c); err != nil {
-				return err
-			}
+	}
+	if it.Incremental() && int64(len(data)) < r.Length {
+		// the relation shrank or went away: the run keeps its place, with zeros for what is missing, as
+		// the server's sendFile does (basebackup.c); replay applies the truncation (invariant 6)
+		data = append(data, make([]byte, r.Length-int64(len(data)))...)
+	}
+	if len(data) > 0 {
+		// an incremental run's bytes go at their destination in the INCREMENTAL file
+		if err := f.storeDirty(ic, r.Offset-it.Offset+ic.storedStart(), data, dirty); err != nil {
+			return err
 		}
 		for _, blk := range bad {
-			if err := f.sw.WriteBadPage(it.Seq, blk, it.Path); err != nil {
+			if err := f.sw.WriteBadPage(it.Seq, blk, it.StoredPath()); err != nil {
 				return err
 			}
 		}
@@ -573,6 +588,40 @@ func (f *fetcher) piece(ic *itemCopy, r server.Range, data []byte, missing bool,
 		ic.ended = true // the file shrank while being read
 	}
 	return nil
+}
+
+// storedStart is where the item's range starts in its stored file.
+func (ic *itemCopy) storedStart() int64 {
+	off, _ := ic.it.StoredRange()
+	return off
+}
+
+// store stores bytes of an item at off of its stored file.
+func (f *fetcher) store(ic *itemCopy, off int64, data []byte) error {
+	return f.storeDirty(ic, off, data, nil)
+}
+
+// storeDirty stores data at off of the item's stored file: written into the target with a W record that
+// proves it, or as a chunk on the stream. dirty, when not nil, names the pages to write (resume).
+func (f *fetcher) storeDirty(ic *itemCopy, off int64, data []byte, dirty []bool) error {
+	it, path := ic.it, ic.it.StoredPath()
+	c := chunkstream.Chunk{Item: it.Seq, Offset: uint64(off), RawLen: uint32(len(data)),
+		RawCRC: crc32c.Checksum(data), Codec: f.codec, Path: path, Data: data}
+	if f.direct != nil {
+		// the bytes go into the target here; pgbb-pack gets what it needs to prove them
+		if err := f.writeDirty(path, off, data, dirty); err != nil {
+			return err
+		}
+		return f.sw.WriteWritten(chunkstream.Written{Item: it.Seq, Offset: c.Offset, Length: c.RawLen, CRC: c.RawCRC, Path: path})
+	}
+	if f.codec != chunkstream.CodecNone {
+		var err error
+		if f.zbuf, err = f.comp.Compress(f.zbuf, data); err != nil {
+			return err
+		}
+		c.Data = f.zbuf
+	}
+	return f.sw.WriteChunk(c)
 }
 
 // writeDirty writes the pages of data that dirty marks (all of them when dirty is nil) at off, in runs.

@@ -1,7 +1,7 @@
 // Package incremental holds the pure rules of PostgreSQL-format incremental backups as pgbb takes them
 // over SQL (docs/incremental.md): the INCREMENTAL file's layout, the table of modified blocks merged from
 // the WAL summaries, and the choice per file between a full copy and an INCREMENTAL file. It talks to no
-// server and touches no file.
+// server and touches no file but the prior manifest (ReadPrior).
 package incremental
 
 import (
@@ -257,4 +257,30 @@ func (t *Table) Decide(f File, segBlocks uint32) Method {
 	}
 	trunc = min(trunc, segBlocks)
 	return Method{Header: Header{Blocks: blocks, TruncBlocks: trunc}}
+}
+
+// Summaries name files outside tablespaces with these tablespace oids (DEFAULTTABLESPACE_OID and
+// GLOBALTABLESPACE_OID, pg_tablespace.dat).
+const (
+	DefaultTablespace = 1663
+	GlobalTablespace  = 1664
+)
+
+// Locate names a data directory path as the summaries do: base/<db>/<name> is (1663, db), global/<name>
+// is (1664, 0), pg_tblspc/<oid>/<version dir>/<db>/<name> is (oid, db). ok is false for every other path:
+// such files are not candidates for an incremental copy (sendDir, basebackup.c).
+func Locate(path string) (spc, db uint32, name string, ok bool) {
+	f := strings.Split(path, "/")
+	switch {
+	case len(f) == 3 && f[0] == "base":
+		d, ok := canonical(f[1])
+		return DefaultTablespace, d, f[2], ok
+	case len(f) == 2 && f[0] == "global":
+		return GlobalTablespace, 0, f[1], true
+	case len(f) == 5 && f[0] == "pg_tblspc" && strings.HasPrefix(f[2], "PG_"):
+		s, ok1 := canonical(f[1])
+		d, ok2 := canonical(f[3])
+		return s, d, f[4], ok1 && ok2
+	}
+	return 0, 0, "", false
 }

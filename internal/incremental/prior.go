@@ -4,10 +4,47 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
 
+	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/wal"
 )
+
+// ReadPrior reads and parses the prior backup's manifest given to --incremental: a backup_manifest file,
+// or a backup directory holding one. (The one place this package reads a file.)
+func ReadPrior(path string) (*manifest.Manifest, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "backup_manifest")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cliapp.WithHint(fmt.Errorf("read the prior backup's manifest: %w", err),
+			"give --incremental the backup_manifest of the prior backup of the chain (or its directory)")
+	}
+	m, err := manifest.Parse(b)
+	if err != nil {
+		return nil, cliapp.WithHint(fmt.Errorf("%s: %w", path, err), "the prior backup's manifest is damaged or is not a backup_manifest")
+	}
+	return m, nil
+}
+
+// Start returns the prior backup's start as the INCREMENTAL FROM lines give it: the start of its earliest
+// WAL range (PrepareForIncrementalBackup sets istartpoint and istarttli from it).
+func Start(m *manifest.Manifest) (Prior, error) {
+	if len(m.WALRanges) == 0 {
+		return Prior{}, errors.New("manifest contains no required WAL ranges")
+	}
+	r := m.WALRanges[0]
+	for _, w := range m.WALRanges[1:] {
+		if w.Start < r.Start {
+			r = w
+		}
+	}
+	return Prior{SystemID: m.SystemID, StartTLI: r.Timeline, Start: wal.LSN(r.Start)}, nil
+}
 
 // Span is a range of WAL on one timeline whose summaries an incremental backup merges.
 type Span struct {
@@ -18,6 +55,7 @@ type Span struct {
 // Prior is what an incremental backup takes from its prior backup's manifest: the prior's start (the
 // label's INCREMENTAL FROM lines) and the WAL whose summaries say what changed since.
 type Prior struct {
+	SystemID uint64 // the prior's System-Identifier (set by Start)
 	StartTLI uint32
 	Start    wal.LSN
 	Spans    []Span // newest timeline first, as the server walks them
@@ -136,4 +174,41 @@ func containsLine(b []byte, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// Summary is one WAL summary the server holds: the blocks modified by the WAL of [Start, End) on TLI.
+type Summary struct {
+	TLI        uint32
+	Start, End wal.LSN
+}
+
+// Select returns the summaries to merge for the spans, in ascending LSN order (the order in which a
+// truncation and later writes to the same fork must be merged), and an error naming the first stretch of
+// WAL no summary covers (WalSummariesAreComplete, walsummary.c). A summary that overlaps a span is taken
+// whole, as GetWalSummaries does.
+func (p Prior) Select(have []Summary) ([]Summary, error) {
+	var out []Summary
+	for _, s := range p.Spans {
+		var on []Summary
+		for _, h := range have {
+			if h.TLI == s.TLI && h.End > s.Start && h.Start < s.End {
+				on = append(on, h)
+			}
+		}
+		sort.Slice(on, func(i, j int) bool { return on[i].Start < on[j].Start })
+		reached := s.Start
+		for _, h := range on {
+			if h.Start > reached {
+				break
+			}
+			reached = max(reached, h.End)
+		}
+		if reached < s.End && s.End > s.Start {
+			return nil, fmt.Errorf("WAL summaries are required on timeline %d from %s to %s, but the summaries for that timeline and LSN range are incomplete: none covers %s",
+				s.TLI, s.Start, s.End, reached)
+		}
+		out = append(out, on...)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Start < out[j].Start })
+	return out, nil
 }

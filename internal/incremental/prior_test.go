@@ -1,6 +1,7 @@
 package incremental
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -64,5 +65,56 @@ func TestLabel(t *testing.T) {
 	}
 	if _, err := p.Label(got); err == nil {
 		t.Error("a label that has the lines already accepted")
+	}
+}
+
+func TestSelectSummaries(t *testing.T) {
+	p := Prior{Spans: []Span{{TLI: 2, Start: 0x5000, End: 0x9000}, {TLI: 1, Start: 0x1000, End: 0x5000}}}
+	have := []Summary{
+		{1, 0x100, 0x1000}, // before the span: not taken
+		{1, 0x3000, 0x5000},
+		{1, 0x1000, 0x3000},
+		{2, 0x7000, 0x9500}, // reaches past this start: taken whole
+		{2, 0x5000, 0x7000},
+		{3, 0x9000, 0xA000}, // another timeline
+	}
+	got, err := p.Select(have)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Summary{{1, 0x1000, 0x3000}, {1, 0x3000, 0x5000}, {2, 0x5000, 0x7000}, {2, 0x7000, 0x9500}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// a hole, and a span whose end no summary reaches yet
+	for _, h := range [][]Summary{
+		{{1, 0x1000, 0x2000}, {1, 0x3000, 0x5000}, {2, 0x5000, 0x9000}},
+		{{1, 0x1000, 0x5000}, {2, 0x5000, 0x8000}},
+	} {
+		if _, err := p.Select(h); err == nil || !strings.Contains(err.Error(), "incomplete") {
+			t.Errorf("%v: %v, want an incomplete error", h, err)
+		}
+	}
+}
+
+func TestLocate(t *testing.T) {
+	for _, c := range []struct {
+		path    string
+		spc, db uint32
+		name    string
+		ok      bool
+	}{
+		{"base/5/16384.1", 1663, 5, "16384.1", true},
+		{"global/1262", 1664, 0, "1262", true},
+		{"pg_tblspc/16390/PG_18_202506291/5/16391_vm", 16390, 5, "16391_vm", true},
+		{"base/pgsql_tmp/x", 0, 0, "", false},
+		{"pg_wal/000000010000000000000001", 0, 0, "", false},
+		{"pg_tblspc/16390/PG_18_202506291/pgsql_tmp/x", 0, 0, "", false},
+		{"PG_VERSION", 0, 0, "", false},
+	} {
+		spc, db, name, ok := Locate(c.path)
+		if ok != c.ok || (ok && (spc != c.spc || db != c.db || name != c.name)) {
+			t.Errorf("Locate(%q) = %d %d %q %v", c.path, spc, db, name, ok)
+		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/pgbb/pgbb/internal/backupid"
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/datadir"
+	"github.com/pgbb/pgbb/internal/incremental"
+	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
@@ -37,6 +39,9 @@ type Options struct {
 	// jobs' shares even when the data is small against the jobs' count, as on a slow link with many jobs.
 	Jobs int
 	Log  *cliapp.Logger // skipped entries are reported with their reason when Log.Verbose
+	// Incremental is the prior backup's backup_manifest (or its directory): the list is then that of an
+	// incremental backup, PostgreSQL 17 and later (docs/incremental.md).
+	Incremental string
 }
 
 // Run lists the data directory and tablespaces and writes the work list to w. It refuses to run without a
@@ -54,6 +59,16 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	}
 	if o.SplitSize < 0 || o.SplitSize%8192 != 0 {
 		return cliapp.Usage("give a multiple of 8192 (the page size)", "bad split size %d", o.SplitSize)
+	}
+	var prior *manifest.Manifest
+	if o.Incremental != "" {
+		if o.Inspect {
+			return cliapp.Usage("give --incremental to a backup's listing", "--incremental and --inspect together")
+		}
+		var err error
+		if prior, err = incremental.ReadPrior(o.Incremental); err != nil {
+			return err
+		}
 	}
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-list", false)
 	if err != nil {
@@ -87,8 +102,20 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		}
 	}
 	l := &lister{ctx: ctx, conn: conn, opt: o, rules: datadir.NewRules(conn.Major, info.CatalogVersion, statsDir)}
+	var plan *planner
+	if prior != nil {
+		// the summaries are read before the walk: every file the walk sees exists after this backup's
+		// start, and the summaries reach that start
+		if plan, err = l.prepareIncremental(prior, info.SystemID); err != nil {
+			return err
+		}
+	}
 	if err := l.walk(""); err != nil {
 		return err
+	}
+	if plan != nil {
+		l.planned(plan, DefaultSplitSize)
+		plan.report(o.Log)
 	}
 	l.split(o.SplitSize, o.Jobs)
 	// Fan-outs hand consecutive lines to one job (parallel --pipe -N, xargs -n). In walk order the ranges of

@@ -31,6 +31,7 @@ import (
 
 	"github.com/pgbb/pgbb/internal/chunkstream"
 	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/resume"
 )
@@ -61,7 +62,10 @@ type Options struct {
 	// NoKeep removes what a failed plain run wrote, as a tar run does; by default it is kept for --resume
 	// once the backup had started.
 	NoKeep bool
-	Log    *cliapp.Logger
+	// Incremental, when set, is the prior backup's start: the backup is incremental, and backup_label
+	// gets its INCREMENTAL FROM lines (docs/incremental.md, section 4).
+	Incremental *incremental.Prior
+	Log         *cliapp.Logger
 }
 
 // ParseMapping parses one -T OLD=NEW argument; "\=" stands for a literal "=" as in pg_basebackup.
@@ -174,6 +178,9 @@ func Run(o Options, stdin io.Reader) (err error) {
 		return cliapp.Usage("use -F plain or -F tar", "unknown format %q", o.Format)
 	}
 	var st resume.State
+	if o.Resume && o.Incremental != nil {
+		return cliapp.Usage("take the incremental backup again into an empty DEST (it sends only the changed blocks)", "an incremental backup cannot be resumed")
+	}
 	if o.Resume {
 		if st, o.Mappings, err = CheckResume(o.Format, o.Force, dest, o.Mappings); err != nil {
 			return err

@@ -39,27 +39,21 @@ func (c *Conn) WALSummarizerState(ctx context.Context) (SummarizerState, error) 
 	return st, err
 }
 
-// Summary is one WAL summary file: the blocks modified by the WAL of [Start, End) on timeline TLI.
-type Summary struct {
-	TLI        uint32
-	Start, End wal.LSN
-}
-
 // WALSummaries returns the summaries the server holds, in ascending order of timeline and start.
-func (c *Conn) WALSummaries(ctx context.Context) ([]Summary, error) {
+func (c *Conn) WALSummaries(ctx context.Context) ([]incremental.Summary, error) {
 	rows, err := c.pg.Query(ctx, "SELECT tli, start_lsn::text, end_lsn::text FROM pg_available_wal_summaries() ORDER BY tli, start_lsn")
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Summary
+	var out []incremental.Summary
 	for rows.Next() {
 		var tli int64
 		var s, e string
 		if err := rows.Scan(&tli, &s, &e); err != nil {
 			return nil, err
 		}
-		sm := Summary{TLI: uint32(tli)}
+		sm := incremental.Summary{TLI: uint32(tli)}
 		if sm.Start, err = wal.ParseLSN(s); err != nil {
 			return nil, err
 		}
@@ -74,7 +68,7 @@ func (c *Conn) WALSummaries(ctx context.Context) ([]Summary, error) {
 // AddSummary merges one summary's contents into t: each fork's limit block before its blocks, as the
 // server merges them (PrepareForIncrementalBackup, basebackup_incremental.c). Callers merge the summaries
 // in ascending LSN order.
-func (c *Conn) AddSummary(ctx context.Context, s Summary, t *incremental.Table) error {
+func (c *Conn) AddSummary(ctx context.Context, s incremental.Summary, t *incremental.Table) error {
 	// limit rows first within the summary: the function returns a fork's limit before its blocks, and
 	// ordering on is_limit_block keeps that whatever the plan
 	rows, err := c.pg.Query(ctx, `SELECT relfilenode, reltablespace, reldatabase, relforknumber, relblocknumber, is_limit_block
@@ -102,4 +96,19 @@ FROM pg_wal_summary_contents($1, $2::pg_lsn, $3::pg_lsn) ORDER BY is_limit_block
 		}
 	}
 	return rows.Err()
+}
+
+// SegmentBlocks returns the relation segment size in blocks (RELSEG_SIZE, the segment_size setting) and
+// checks that blocks are 8192 bytes, the only size pgbb reads incrementally.
+func (c *Conn) SegmentBlocks(ctx context.Context) (uint32, error) {
+	var seg, blk int64
+	// pg_settings gives segment_size in blocks (SHOW gives it with a unit, "1GB")
+	err := c.pg.QueryRow(ctx, "SELECT setting::bigint, current_setting('block_size')::bigint FROM pg_settings WHERE name = 'segment_size'").Scan(&seg, &blk)
+	if err != nil {
+		return 0, err
+	}
+	if blk != 8192 || seg <= 0 || seg > 1<<31 {
+		return 0, fmt.Errorf("block size %d and segment size %d blocks: pgbb reads incrementally only 8192-byte blocks", blk, seg)
+	}
+	return uint32(seg), nil
 }
