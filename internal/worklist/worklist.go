@@ -5,6 +5,7 @@ package worklist
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -33,8 +34,9 @@ const (
 // Run is a run of blocks of a relation segment, numbered relative to the segment.
 type Run struct{ First, Count uint32 }
 
-// MaxRunList bounds an h line's run list; pgbb-list sends a segment with a longer one in full.
-const MaxRunList = 16 << 10
+// MaxRunList bounds an h line's run list (a bitmap of 131072 blocks is 32 KiB and one byte); pgbb-list
+// sends a segment with a longer one in full.
+const MaxRunList = 40 << 10
 
 // Item is one line of the work list.
 type Item struct {
@@ -97,7 +99,10 @@ func (it Item) Final() bool {
 	return it.Kind == File || it.Kind == LastRun || (it.Kind == Header && len(it.Runs) == 0)
 }
 
-// FormatRuns writes a run list as an h line carries it.
+// FormatRuns writes a run list as an h line carries it: `-` for none, else the shorter of the runs as
+// `first+count` separated by `,` and, once the runs take over 256 bytes, a bitmap: `x` and lowercase hex,
+// block 8j+i being bit i of byte j.
+// The bitmap bounds a segment of 131072 blocks to 32 KiB of line however scattered its blocks are.
 func FormatRuns(runs []Run) string {
 	if len(runs) == 0 {
 		return "-"
@@ -109,7 +114,18 @@ func FormatRuns(runs []Run) string {
 		}
 		fmt.Fprintf(&b, "%d+%d", r.First, r.Count)
 	}
-	return b.String()
+	last := runs[len(runs)-1]
+	end := uint64(last.First) + uint64(last.Count) // blocks the bitmap covers
+	if b.Len() <= 256 || 1+2*(end+7)/8 >= uint64(b.Len()) {
+		return b.String()
+	}
+	bits := make([]byte, (end+7)/8)
+	for _, r := range runs {
+		for blk := uint64(r.First); blk < uint64(r.First)+uint64(r.Count); blk++ {
+			bits[blk/8] |= 1 << (blk % 8)
+		}
+	}
+	return "x" + hex.EncodeToString(bits)
 }
 
 // parseRuns reads a run list: ascending, without overlap or adjacency to the previous run's end being
@@ -120,6 +136,27 @@ func parseRuns(s string) ([]Run, error) {
 	}
 	if len(s) > MaxRunList {
 		return nil, fmt.Errorf("run list longer than %d bytes", MaxRunList)
+	}
+	if hx, ok := strings.CutPrefix(s, "x"); ok {
+		bits, err := hex.DecodeString(hx)
+		if err != nil || strings.ToLower(hx) != hx {
+			return nil, fmt.Errorf("bad block bitmap (want x and lowercase hex)")
+		}
+		var out []Run
+		for blk := uint64(0); blk < uint64(len(bits))*8; blk++ {
+			if bits[blk/8]&(1<<(blk%8)) == 0 {
+				continue
+			}
+			if n := len(out); n > 0 && uint64(out[n-1].First)+uint64(out[n-1].Count) == blk {
+				out[n-1].Count++
+			} else {
+				out = append(out, Run{First: uint32(blk), Count: 1})
+			}
+		}
+		if len(out) == 0 {
+			return nil, errors.New("block bitmap with no block (write - for none)")
+		}
+		return out, nil
 	}
 	var out []Run
 	next := uint64(0)

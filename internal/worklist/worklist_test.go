@@ -649,3 +649,30 @@ func TestIncrementalItems(t *testing.T) {
 		}
 	}
 }
+
+// A scattered run list travels as a bitmap, which bounds the line: every other block of a 1 GiB segment
+// fits, and reads back as the same runs.
+func TestRunListBitmap(t *testing.T) {
+	var runs []Run
+	for b := uint32(0); b < 131072; b += 2 {
+		runs = append(runs, Run{First: b, Count: 1})
+	}
+	it := Item{Seq: 1, Kind: Header, Trunc: 131072, Runs: runs, Path: "base/5/16384"}
+	line := FormatItem(it)
+	if len(line) > 34000 || !strings.Contains(line, "\tx5555") {
+		t.Fatalf("line of %d bytes, starting %q", len(line), line[:40])
+	}
+	l, err := ParseLine(line)
+	if err != nil || !reflect.DeepEqual(*l.Item, it) {
+		t.Fatalf("%v; runs differ: %d", err, len(l.Item.Runs))
+	}
+	// few runs stay runs
+	if got := FormatRuns([]Run{{3, 4}, {100000, 2}}); got != "3+4,100000+2" {
+		t.Fatalf("FormatRuns = %q", got)
+	}
+	for _, bad := range []string{"x", "x00", "xAB", "xq1"} {
+		if _, err := parseRuns(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
