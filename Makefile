@@ -53,6 +53,7 @@ bench: deps build
 	bench/manyfiles.sh 20000 $(RUNS)
 	bench/growth.sh "10 100" $(RUNS)
 	bench/resume.sh 50 $(RUNS) 4 0.6
+	bench/incremental.sh 50 $(RUNS) 4 20
 
 # Pure packages only (no server needed).
 unit:
