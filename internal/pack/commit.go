@@ -90,12 +90,6 @@ func (p *packer) commit() error {
 		return err
 	}
 	if in := p.o.Incremental; in != nil {
-		// pgbb-list checked the prior against the server (CheckPrior); this checks that pgbb-pack was given
-		// a prior of the same cluster, from before this backup
-		if in.SystemID != p.start.SystemID || uint64(in.Start) >= p.start.StartLSN {
-			return refused(fmt.Errorf("--incremental names a backup of system %d starting at %s, but this backup is of system %d and starts at %s",
-				in.SystemID, in.Start, p.start.SystemID, wal.LSN(p.start.StartLSN)))
-		}
 		label, err := p.o.Incremental.Label(p.end.BackupLabel)
 		if err != nil {
 			return err

@@ -265,6 +265,13 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return cliapp.Usage("check -T OLD: it must be a tablespace location on the server", "tablespace mapping for %s matches no tablespace", old)
 		}
 	}
+	if in := p.o.Incremental; in != nil && (in.SystemID != s.SystemID || uint64(in.Start) >= s.StartLSN) {
+		// pgbb-list checked the prior against the server (CheckPrior); this checks that pgbb-pack was
+		// given a prior of the same cluster, from before this backup, before anything in DEST changes
+		return cliapp.Usage("give pgbb-pack the --incremental that pgbb-list was given",
+			"--incremental names a backup of system %d starting at %s, but this backup is of system %d and starts at %s",
+			in.SystemID, in.Start, s.SystemID, wal.LSN(s.StartLSN))
+	}
 	pt, plain := p.out.(*plainTarget)
 	if p.o.Resume {
 		// refused before anything in DEST changes
