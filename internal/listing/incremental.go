@@ -221,4 +221,3 @@ func (l *lister) planned(p *planner, split int64) {
 	}
 	l.items = out
 }
-

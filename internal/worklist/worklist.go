@@ -176,7 +176,6 @@ func parseRuns(s string) ([]Run, error) {
 	return out, nil
 }
 
-
 // Trailer is the last line of a work list.
 type Trailer struct {
 	Count    uint64
