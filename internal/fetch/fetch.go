@@ -310,10 +310,10 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 			if le.err != nil {
 				return le.err
 			}
+			if it := le.line.Item; it != nil && it.Incremental() && f.resume {
+				return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
+			}
 			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part || it.Kind == worklist.MoreRun || it.Kind == worklist.LastRun) {
-				if it.Incremental() && f.resume {
-					return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
-				}
 				batch = append(batch, it)
 				bytes += it.Length
 			} else if err := f.other(le.line); err != nil {
@@ -374,9 +374,6 @@ func (f *fetcher) other(l worklist.Line) error {
 // header stores an INCREMENTAL file's header, made from its h item alone (docs/worklist.md, "Version 2"),
 // as the item's one piece.
 func (f *fetcher) header(it *worklist.Item) error {
-	if f.resume {
-		return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
-	}
 	data := incremental.Header{Blocks: it.Blocks(), TruncBlocks: it.Trunc}.Encode()
 	ic := &itemCopy{it: it, status: chunkstream.Stored}
 	if err := f.store(ic, 0, data); err != nil {
