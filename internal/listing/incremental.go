@@ -37,7 +37,7 @@ func (l *lister) prepareIncremental(m *manifest.Manifest, systemID uint64) (*pla
 	ctx, conn := l.ctx, l.conn
 	if conn.Major.ManifestVersion < 2 {
 		return nil, cliapp.WithHint(fmt.Errorf("incremental backups need PostgreSQL 17 or later; this server is %d", conn.Major.Major),
-			"use --reference OLD, which sends only the changed pages on every major")
+			"take full backups of this server (--reference OLD, which will send only changed pages on every major, is not built yet)")
 	}
 	if on, err := conn.Show(ctx, "summarize_wal"); err != nil {
 		return nil, err
