@@ -34,7 +34,8 @@ func main() {
 			&cli.BoolFlag{Name: "resume", Usage: "plain format: complete the DEST of a failed or killed run (it holds .pgbb-incomplete), reusing the bytes the server's digests prove (docs/resume.md)"},
 			&cli.BoolFlag{Name: "no-keep", Usage: "plain format: remove what a failed run wrote (by default it is kept for --resume once the backup had started)"},
 			&cli.StringFlag{Name: "incremental", Usage: "the backup is incremental against the prior backup whose backup_manifest (or directory) this is: backup_label gets its INCREMENTAL FROM lines (give pgbb-list the same)"},
-			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed, and change nothing"},
+			&cli.StringFlag{Name: "reference", Usage: "plain format: take the pages equal to the server's from OLD, a complete plain backup of this cluster, instead of fetching them; DEST is a complete backup of its own and OLD is only read (docs/incremental.md)"},
+			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed; with --reference: only check OLD against DEST; change nothing"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz, or .tar.zst with --compress zstd; needs chunks of that codec)"},
 			&cli.StringFlag{Name: "compress", Usage: "with -F tar: the codec the chunks were compressed with, xz (default) or zstd; a tar set is all one codec"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
@@ -66,11 +67,15 @@ func main() {
 				maps[old] = nw
 			}
 			if c.Bool("check") {
-				if !c.Bool("resume") {
-					return cliapp.Usage("give --check with --resume", "--check checks a DEST to resume")
+				switch {
+				case c.Bool("resume"):
+					_, _, err := pack.CheckResume(c.String("format"), c.Bool("force"), c.String("pgdata"), maps)
+					return err
+				case c.String("reference") != "":
+					_, err := pack.CheckReference(c.String("reference"), c.String("pgdata"), maps)
+					return err
 				}
-				_, _, err := pack.CheckResume(c.String("format"), c.Bool("force"), c.String("pgdata"), maps)
-				return err
+				return cliapp.Usage("give --check with --resume or --reference", "--check checks a DEST to resume, or a reference")
 			}
 			log.Verbose = c.Bool("verbose")
 			var prior *incremental.Prior
@@ -87,6 +92,7 @@ func main() {
 			}
 			return pack.Run(pack.Options{
 				Incremental: prior,
+				Reference:   c.String("reference"),
 				Dest:        c.String("pgdata"),
 				Format:      c.String("format"),
 				Force:       c.Bool("force"),

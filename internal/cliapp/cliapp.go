@@ -158,11 +158,13 @@ func Main(app *cli.App) {
 			level = "stopped"
 		}
 	}
-	if interrupted && e == nil {
-		// SIGINT or SIGTERM: from the user, or from a part of the pipeline that failed and says why
-		err = fmt.Errorf("interrupted: %w", err)
+	if interrupted {
+		// SIGINT or SIGTERM: from the user, or from a part of the pipeline that failed and says why; a
+		// hint given to what the signal cut short (a statement cancelled) would point the wrong way
 		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted")
+			err, hint = errors.New("interrupted"), ""
+		} else if e == nil {
+			err = fmt.Errorf("interrupted: %w", err)
 		}
 		level = "stopped"
 	}

@@ -53,19 +53,26 @@ func (w *Writer) resolve(path string) (int, string, error) {
 	if err := datadir.CheckWorkItemPath(path, w.walDirs); err != nil {
 		return 0, "", err
 	}
+	return beneath(w.dest, w.tablespaces, path)
+}
+
+// beneath returns the directory descriptor and the path beneath it for a data-directory path in the tree
+// of dest and its tablespace directories: pg_tblspc/<oid>/rest is rest beneath the tablespace's
+// directory.
+func beneath(dest *os.File, tablespaces map[uint32]*os.File, path string) (int, string, error) {
 	if rest, ok := strings.CutPrefix(path, "pg_tblspc/"); ok {
 		oid, sub, ok := strings.Cut(rest, "/")
 		n, err := strconv.ParseUint(oid, 10, 32)
 		if !ok || err != nil || sub == "" {
 			return 0, "", fmt.Errorf("%q is not inside a tablespace", path)
 		}
-		f := w.tablespaces[uint32(n)]
+		f := tablespaces[uint32(n)]
 		if f == nil {
 			return 0, "", fmt.Errorf("%q is not inside a tablespace of this backup", path)
 		}
 		return int(f.Fd()), sub, nil
 	}
-	return int(w.dest.Fd()), path, nil
+	return int(dest.Fd()), path, nil
 }
 
 // WriteAt writes data at off into the file at path (relative to the data directory), creating it and its
@@ -93,6 +100,11 @@ func (w *Writer) ReadAt(path string, off int64, buf []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return readAt(f, off, buf, "target")
+}
+
+// readAt reads f from off into buf until buf is full or f ends; where names the tree in an error.
+func readAt(f *os.File, off int64, buf []byte, where string) (int, error) {
 	n := 0
 	for n < len(buf) {
 		m, err := f.ReadAt(buf[n:], off+int64(n))
@@ -101,7 +113,7 @@ func (w *Writer) ReadAt(path string, off int64, buf []byte) (int, error) {
 			break
 		}
 		if err != nil {
-			return n, fmt.Errorf("read %s in the target: %w", path, err)
+			return n, fmt.Errorf("read %s in the %s: %w", f.Name(), where, err)
 		}
 	}
 	return n, nil

@@ -82,3 +82,54 @@ func TestNothingIsWrittenOutsideTheTarget(t *testing.T) {
 		t.Fatalf("written outside the target: %v", ents)
 	}
 }
+
+// A Reader reads beneath the reference's directories, refuses links, and never creates anything.
+func TestReaderReadsBeneathAndCreatesNothing(t *testing.T) {
+	old, ts, outside := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(old, "base/1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, "base/1/112"), []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(ts, "PG_15_1/5"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ts, "PG_15_1/5/1259"), []byte("ts"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(old, "base/1/113")); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(openDir(t, old), map[uint32]*os.File{16384: openDir(t, ts)})
+	defer r.Close()
+	buf := make([]byte, 8)
+	if n, err := r.ReadAt("base/1/112", 4, buf); err != nil || string(buf[:n]) != "456789" {
+		t.Fatalf("ReadAt = %q, %v", buf[:n], err)
+	}
+	if n, err := r.ReadAt("pg_tblspc/16384/PG_15_1/5/1259", 0, buf); err != nil || string(buf[:n]) != "ts" {
+		t.Fatalf("ReadAt in a tablespace = %q, %v", buf[:n], err)
+	}
+	for _, missing := range []string{"base/1/999", "base/2/1", "pg_tblspc/17000/PG_15_1/5/1"} {
+		if n, err := r.ReadAt(missing, 0, buf); err != nil || n != 0 {
+			t.Fatalf("ReadAt(%s) = %d, %v; want nothing", missing, n, err)
+		}
+		if size, err := r.Size(missing); err != nil || size != 0 {
+			t.Fatalf("Size(%s) = %d, %v", missing, size, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(old, "base/2")); !os.IsNotExist(err) {
+		t.Fatal("the reader created a directory")
+	}
+	if _, err := os.Stat(filepath.Join(old, "base/1/999")); !os.IsNotExist(err) {
+		t.Fatal("the reader created a file")
+	}
+	for _, bad := range []string{"base/1/113", "../" + filepath.Base(outside) + "/secret"} {
+		if n, err := r.ReadAt(bad, 0, buf); err == nil && n > 0 {
+			t.Fatalf("ReadAt(%s) read %q through a link or out of the tree", bad, buf[:n])
+		}
+	}
+}

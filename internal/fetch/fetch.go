@@ -114,6 +114,12 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 		direct = directwrite.New(offer.Dest, offer.Tablespaces, offer.DirMode, offer.NoSync)
 		defer direct.Close()
 	}
+	var old *directwrite.Reader
+	if offer.Reference && direct != nil {
+		// pages equal to the reference backup's are taken from it (docs/incremental.md, section 5)
+		old = directwrite.NewReader(offer.Old, offer.OldTablespaces)
+		defer old.Close()
+	}
 	// A sink that ends (pgbb-pack failed, or stopped every stream after another part failed) ends this job
 	// at once, even in a connect or a query that writes nothing for a while.
 	go func() {
@@ -156,7 +162,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	}
 	testhook.Pause("fetch")
 	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, direct: direct, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
-		verifyFrom: verifyFrom, log: o.Log, retries: max(o.Retries, 0), resume: offer.Resume && direct != nil}
+		verifyFrom: verifyFrom, log: o.Log, retries: max(o.Retries, 0), resume: offer.Resume && direct != nil, old: old}
 	defer f.closeConns()
 	lines := make(chan lineOrErr, 4096)
 	go func() {
@@ -234,10 +240,11 @@ type fetcher struct {
 	verifyFrom uint64
 	badPages   int
 	log        *cliapp.Logger
-	retries    int               // reconnections in a row without progress before the job gives up
-	progress   uint64            // pieces proved so far: a try that made progress resets the count
-	stats      chunkstream.Stats // what the S record says at the end
-	resume     bool              // compare the target's bytes with the server's before fetching (docs/resume.md)
+	retries    int                 // reconnections in a row without progress before the job gives up
+	progress   uint64              // pieces proved so far: a try that made progress resets the count
+	stats      chunkstream.Stats   // what the S record says at the end
+	resume     bool                // compare the target's bytes with the server's before fetching (docs/resume.md)
+	old        *directwrite.Reader // the reference backup, whose pages equal to the server's are taken (docs/incremental.md, section 5)
 }
 
 // verifyPages checks the page checksums of data read from path at off, as basebackup.c does: a page that
@@ -312,6 +319,9 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 			}
 			if it := le.line.Item; it != nil && it.Incremental() && f.resume {
 				return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
+			}
+			if it := le.line.Item; it != nil && it.Incremental() && f.old != nil {
+				return cliapp.Usage("take an incremental backup without --reference", "item %d: an incremental backup cannot be compared with a reference", it.Seq)
 			}
 			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part || it.Kind == worklist.MoreRun || it.Kind == worklist.LastRun) {
 				batch = append(batch, it)
@@ -504,7 +514,7 @@ func (f *fetcher) copyItems(ics []*itemCopy) error {
 			owner = append(owner, ic)
 		}
 	}
-	if f.resume {
+	if f.resume || f.old != nil {
 		return f.compareRanges(ranges, owner)
 	}
 	return f.conn.ReadRanges(f.ctx, ranges, func(i int, data []byte, missing bool) error {

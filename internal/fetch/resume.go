@@ -8,11 +8,12 @@ import (
 // resumeGroupBytes bounds the pieces compared at once: the target's bytes of a group are held in memory.
 const resumeGroupBytes = 32 << 20
 
-// compareRanges copies pieces into a target that holds an earlier run's bytes (docs/resume.md, "Resume"):
-// per group of pieces, one statement asks the server for the SHA-256 of every page, read after this
-// backup's start; a page whose stored bytes have the same digest is proved and kept, every other page is
-// read in a second statement and written. Each piece then gets its W record as if fetched whole, and each
-// item its outcome after its last piece. ranges and owner are as copyItems built them.
+// compareRanges copies pieces into a target that holds an earlier run's bytes (docs/resume.md, "Resume"),
+// or from a reference backup (docs/incremental.md, section 5): per group of pieces, one statement asks
+// the server for the SHA-256 of every page, read after this backup's start; a page whose stored bytes
+// have the same digest is proved (and kept in the target, or taken from the reference), every other page
+// is read in a second statement. Each piece then gets its W record as if fetched whole, and each item its
+// outcome after its last piece. ranges and owner are as copyItems built them.
 func (f *fetcher) compareRanges(ranges []server.Range, owner []*itemCopy) error {
 	for start := 0; start < len(ranges); {
 		end, bytes := start+1, ranges[start].Length
@@ -37,12 +38,22 @@ func (f *fetcher) compareRanges(ranges []server.Range, owner []*itemCopy) error 
 
 // groupPiece is one piece of a group being compared.
 type groupPiece struct {
-	data    []byte // the piece's bytes: the target's, then the refetched pages laid over them
+	data    []byte // the piece's bytes: the target's (or the reference's), then the refetched pages laid over them
 	missing bool
 	dirty   []bool // pages to write (refetched); nil when the piece is fetched whole
 }
 
+// storedBytes is where the bytes compared with the server's are: the target (resume) or the reference.
+type storedBytes interface {
+	Size(path string) (int64, error)
+	ReadAt(path string, off int64, buf []byte) (int, error)
+}
+
 func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
+	var stored storedBytes = f.direct
+	if f.old != nil {
+		stored = f.old
+	}
 	pieces := make([]groupPiece, len(rs))
 	// the pieces the server digests: ASCII paths, items still open, and stored bytes in the target to
 	// compare (a piece the target holds nothing of is fetched whole: digests would only cost the server)
@@ -56,7 +67,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		size, ok := sizes[r.Path]
 		if !ok {
 			var err error
-			if size, err = f.direct.Size(r.Path); err != nil {
+			if size, err = stored.Size(r.Path); err != nil {
 				return err
 			}
 			sizes[r.Path] = size
@@ -86,7 +97,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 			continue
 		}
 		buf := make([]byte, d.Length)
-		n, err := f.direct.ReadAt(r.Path, r.Offset, buf)
+		n, err := stored.ReadAt(r.Path, r.Offset, buf)
 		if err != nil {
 			return err
 		}
@@ -145,7 +156,11 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		if r.Length == 0 && !digested[i] && p.data == nil && !p.missing {
 			p.data = []byte{} // an empty file that is still there
 		}
-		if err := f.piece(ic, r, p.data, p.missing, p.dirty); err != nil {
+		write := p.dirty
+		if f.old != nil {
+			write = nil // the target is new: every page is written, those taken from the reference too
+		}
+		if err := f.piece(ic, r, p.data, p.missing, write); err != nil {
 			return err
 		}
 		for k, d := range p.dirty {

@@ -116,9 +116,13 @@ func (p *packer) commit() error {
 	if err := p.disk.writeWhole(p.dest, "backup_manifest", body, 0o600|(os.FileMode(p.start.DirMode)&0o040)); err != nil {
 		return err
 	}
-	summary := fmt.Sprintf("backup complete: %d files, WAL %s to %s; fetched %d bytes, reused %d bytes after a digest match, %d ranges re-fetched after a mismatch, %d retries",
+	reused := "reused %d bytes after a digest match"
+	if p.ref != nil {
+		reused = "took %d bytes from the reference after a digest match"
+	}
+	summary := fmt.Sprintf("backup complete: %d files, WAL %s to %s; fetched %d bytes, "+reused+", %d ranges re-fetched after a mismatch, %d retries",
 		len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN), p.stats.Fetched, p.stats.Reused, p.stats.Refetched, p.stats.Retries)
-	if p.o.Resume || p.stats.Retries > 0 {
+	if p.o.Resume || p.ref != nil || p.stats.Retries > 0 {
 		p.o.Log.Note("%s", summary) // what a resume or a retry did is worth saying without -v
 	} else {
 		p.o.Log.Info("%s", summary)

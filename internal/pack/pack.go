@@ -65,7 +65,10 @@ type Options struct {
 	// Incremental, when set, is the prior backup's start: the backup is incremental, and backup_label
 	// gets its INCREMENTAL FROM lines (docs/incremental.md, section 4).
 	Incremental *incremental.Prior
-	Log         *cliapp.Logger
+	// Reference names a complete plain backup of the same cluster: the jobs take the pages equal to the
+	// server's from it instead of fetching them (docs/incremental.md, section 5). It is only read.
+	Reference string
+	Log       *cliapp.Logger
 }
 
 // ParseMapping parses one -T OLD=NEW argument; "\=" stands for a literal "=" as in pg_basebackup.
@@ -134,6 +137,7 @@ type packer struct {
 	walFiles   map[string]*walState
 	history    map[string]bool
 	offer      sink.Offer // what jobs on the sink are offered; Direct when they write into DEST
+	ref        *reference // the reference backup (Options.Reference), checked
 	historyCRC map[string]uint32
 	control    []byte
 	producers  map[uint64]string   // producer id -> backup id
@@ -181,6 +185,19 @@ func Run(o Options, stdin io.Reader) (err error) {
 	if o.Resume && o.Incremental != nil {
 		return cliapp.Usage("take the incremental backup again into an empty DEST (it sends only the changed blocks)", "an incremental backup cannot be resumed")
 	}
+	var ref *reference
+	if o.Reference != "" {
+		// before DEST is prepared: --force must not empty OLD, nor a job write into it
+		if err := referenceConflicts(o); err != nil {
+			return err
+		}
+		if o.Sink == "" {
+			return cliapp.Usage("run the jobs on the sink (--sink), as pgbb-basebackup does", "--reference needs jobs that write into DEST themselves: only they read OLD")
+		}
+		if ref, err = CheckReference(o.Reference, dest, o.Mappings); err != nil {
+			return err
+		}
+	}
 	if o.Resume {
 		if st, o.Mappings, err = CheckResume(o.Format, o.Force, dest, o.Mappings); err != nil {
 			return err
@@ -204,7 +221,7 @@ func Run(o Options, stdin io.Reader) (err error) {
 	}
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, historyCRC: map[string]uint32{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
-		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{}), resumeState: st}
+		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{}), resumeState: st, ref: ref}
 	// The sink listens first, before DEST is prepared (emptying a large DEST with --force takes time, and
 	// jobs wait only so long for the socket), and under the caller's umask until its own chmod to 0600.
 	var k *sink.Sink

@@ -272,6 +272,9 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			"--incremental names a backup of system %d starting at %s, but this backup is of system %d and starts at %s",
 			in.SystemID, in.Start, s.SystemID, wal.LSN(s.StartLSN))
 	}
+	if p.ref != nil && p.ref.systemID != s.SystemID {
+		return cliapp.Usage("give --reference a backup of this cluster", "--reference %s is a backup of system %d, this backup is of system %d", p.o.Reference, p.ref.systemID, s.SystemID)
+	}
 	pt, plain := p.out.(*plainTarget)
 	if p.o.Resume {
 		// refused before anything in DEST changes
@@ -302,6 +305,14 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 			return err
 		}
 		p.offer.Resume = p.o.Resume && p.offer.Direct
+	}
+	if p.ref != nil {
+		if !p.offer.Direct {
+			return cliapp.Usage("take this backup without --reference", "--reference needs jobs that write into DEST themselves, and this run offers none (no openat2, or more than %d tablespaces)", sink.MaxOfferTablespaces)
+		}
+		if err := p.ref.offer(&p.offer); err != nil {
+			return err
+		}
 	}
 	close(p.started)
 	return nil

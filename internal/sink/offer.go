@@ -16,14 +16,20 @@ import (
 // (docs/chunk-stream.md, "The sink's offer"): whether the job writes its file ranges into the target
 // itself (docs/direct-write.md) and beneath which directories.
 type Offer struct {
-	Direct  bool
-	NoSync  bool   // the backup is not synced (-N): no early writeback either
-	Resume  bool   // the target holds an earlier run's bytes: compare before fetching (docs/resume.md); only with Direct
-	DirMode uint32 // the data directory's mode, 0700 or 0750
+	Direct bool
+	NoSync bool // the backup is not synced (-N): no early writeback either
+	Resume bool // the target holds an earlier run's bytes: compare before fetching (docs/resume.md); only with Direct
+	// Reference says the job compares with a reference backup before fetching (docs/incremental.md,
+	// section 5); only with Direct, never with Resume. Old and OldTablespaces are then its directory and
+	// its tablespace directories by oid, open read-only (O_PATH).
+	Reference bool
+	DirMode   uint32 // the data directory's mode, 0700 or 0750
 	// Dest is the target directory and Tablespaces each mapped tablespace directory by oid, open (O_PATH)
 	// when Direct. The sender keeps its own descriptors; the receiver owns the ones it got.
-	Dest        *os.File
-	Tablespaces map[uint32]*os.File
+	Dest           *os.File
+	Tablespaces    map[uint32]*os.File
+	Old            *os.File
+	OldTablespaces map[uint32]*os.File
 }
 
 // MaxOfferTablespaces bounds the tablespaces of a direct-write offer (the descriptors of one message).
@@ -32,9 +38,10 @@ const MaxOfferTablespaces = 250
 var offerMagic = [8]byte{'P', 'G', 'B', 'B', 'O', 'F', 'R', '1'}
 
 const (
-	offerDirect = 1 << 0
-	offerNoSync = 1 << 1
-	offerResume = 1 << 2
+	offerDirect    = 1 << 0
+	offerNoSync    = 1 << 1
+	offerResume    = 1 << 2
+	offerReference = 1 << 3
 )
 
 // SendOffer writes o to a job's connection in one message, with the descriptors when o.Direct.
@@ -43,8 +50,8 @@ func SendOffer(c net.Conn, o Offer) error {
 	if !ok {
 		return errors.New("sink: an offer needs a Unix connection")
 	}
-	if len(o.Tablespaces) > MaxOfferTablespaces {
-		return fmt.Errorf("sink: %d tablespaces in an offer, at most %d", len(o.Tablespaces), MaxOfferTablespaces)
+	if len(o.Tablespaces)+len(o.OldTablespaces) > MaxOfferTablespaces {
+		return fmt.Errorf("sink: %d tablespaces in an offer, at most %d", len(o.Tablespaces)+len(o.OldTablespaces), MaxOfferTablespaces)
 	}
 	msg := append([]byte(nil), offerMagic[:]...)
 	var flags uint32
@@ -59,6 +66,14 @@ func SendOffer(c net.Conn, o Offer) error {
 			return errors.New("sink: a resume offer without direct writes")
 		}
 		flags |= offerResume
+	}
+	if o.Reference {
+		if !o.Direct || o.Resume || o.Old == nil {
+			return errors.New("sink: a reference offer needs direct writes and the reference, and no resume")
+		}
+		flags |= offerReference
+	} else if o.Old != nil || len(o.OldTablespaces) > 0 {
+		return errors.New("sink: reference descriptors without the reference flag")
 	}
 	msg = binary.BigEndian.AppendUint32(msg, flags)
 	msg = binary.BigEndian.AppendUint32(msg, o.DirMode)
@@ -77,6 +92,14 @@ func SendOffer(c net.Conn, o Offer) error {
 	msg = binary.BigEndian.AppendUint32(msg, uint32(len(oids)))
 	for _, oid := range oids {
 		msg = binary.BigEndian.AppendUint32(msg, oid)
+	}
+	if o.Reference {
+		fds = append(fds, int(o.Old.Fd()))
+		msg = binary.BigEndian.AppendUint32(msg, uint32(len(o.OldTablespaces)))
+		for oid, f := range o.OldTablespaces {
+			msg = binary.BigEndian.AppendUint32(msg, oid)
+			fds = append(fds, int(f.Fd()))
+		}
 	}
 	var oob []byte
 	if len(fds) > 0 {
@@ -97,8 +120,8 @@ func SendOffer(c net.Conn, o Offer) error {
 func ReadOffer(ctx context.Context, c *net.UnixConn) (Offer, error) {
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(aLongTimeAgo) })
 	defer stop()
-	buf := make([]byte, 20+4*MaxOfferTablespaces)
-	oob := make([]byte, syscall.CmsgSpace(4*(MaxOfferTablespaces+1)))
+	buf := make([]byte, 24+4*MaxOfferTablespaces)
+	oob := make([]byte, syscall.CmsgSpace(4*(MaxOfferTablespaces+2)))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 	var fds []int
 	if err == nil && oobn > 0 {
@@ -162,13 +185,16 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 		return Offer{}, errors.New("the sink sent no offer: pgbb-pack and pgbb-fetch are of different versions")
 	}
 	flags := binary.BigEndian.Uint32(b[8:])
-	o := Offer{Direct: flags&offerDirect != 0, NoSync: flags&offerNoSync != 0, Resume: flags&offerResume != 0, DirMode: binary.BigEndian.Uint32(b[12:])}
+	o := Offer{Direct: flags&offerDirect != 0, NoSync: flags&offerNoSync != 0, Resume: flags&offerResume != 0,
+		Reference: flags&offerReference != 0, DirMode: binary.BigEndian.Uint32(b[12:])}
 	count := binary.BigEndian.Uint32(b[16:])
 	switch {
-	case flags&^(offerDirect|offerNoSync|offerResume) != 0:
+	case flags&^(offerDirect|offerNoSync|offerResume|offerReference) != 0:
 		return Offer{}, fmt.Errorf("the sink's offer has unknown flags %#x", flags)
 	case o.Resume && !o.Direct:
 		return Offer{}, errors.New("the sink's offer says resume without direct writes")
+	case o.Reference && (!o.Direct || o.Resume):
+		return Offer{}, errors.New("the sink's offer says reference without direct writes, or with resume")
 	case o.DirMode != 0o700 && o.DirMode != 0o750:
 		return Offer{}, fmt.Errorf("the sink's offer has data directory mode %04o", o.DirMode)
 	case count > MaxOfferTablespaces:
@@ -177,7 +203,21 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 	if err := need(20 + 4*int(count)); err != nil {
 		return Offer{}, err
 	}
-	if len(b) != 20+4*int(count) {
+	size, oldCount := 20+4*int(count), 0
+	if o.Reference {
+		if err := need(size + 4); err != nil {
+			return Offer{}, err
+		}
+		oldCount = int(binary.BigEndian.Uint32(b[size:]))
+		if int(count)+oldCount > MaxOfferTablespaces {
+			return Offer{}, fmt.Errorf("the sink's offer names %d tablespaces", int(count)+oldCount)
+		}
+		size += 4 + 4*oldCount
+		if err := need(size); err != nil {
+			return Offer{}, err
+		}
+	}
+	if len(b) != size {
 		return Offer{}, errors.New("the sink's offer is followed by other bytes")
 	}
 	want := 0
@@ -185,6 +225,9 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 		want = 1 + int(count)
 	} else if count != 0 {
 		return Offer{}, errors.New("the sink's offer names tablespaces without direct writes")
+	}
+	if o.Reference {
+		want += 1 + oldCount
 	}
 	if len(fds) != want {
 		return Offer{}, fmt.Errorf("the sink's offer came with %d descriptors, want %d", len(fds), want)
@@ -197,6 +240,15 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 		}
 		seen[oid] = true
 	}
+	oldOIDs := make([]uint32, oldCount)
+	oldSeen := map[uint32]bool{}
+	for i := range oldOIDs {
+		oldOIDs[i] = binary.BigEndian.Uint32(b[24+4*int(count)+4*i:])
+		if oldSeen[oldOIDs[i]] {
+			return Offer{}, fmt.Errorf("the sink's offer names reference tablespace %d twice", oldOIDs[i])
+		}
+		oldSeen[oldOIDs[i]] = true
+	}
 	// the descriptors become Files only once the offer is whole: the caller closes them on any error
 	if o.Direct {
 		o.Dest = os.NewFile(uintptr(fds[0]), "DEST")
@@ -204,6 +256,14 @@ func parseOffer(b []byte, fds []int, c *net.UnixConn, readErr error) (Offer, err
 		for i := 0; i < int(count); i++ {
 			oid := binary.BigEndian.Uint32(b[20+4*i:])
 			o.Tablespaces[oid] = os.NewFile(uintptr(fds[1+i]), fmt.Sprintf("tablespace %d", oid))
+		}
+	}
+	if o.Reference {
+		at := 1 + int(count)
+		o.Old = os.NewFile(uintptr(fds[at]), "reference")
+		o.OldTablespaces = map[uint32]*os.File{}
+		for i, oid := range oldOIDs {
+			o.OldTablespaces[oid] = os.NewFile(uintptr(fds[at+1+i]), fmt.Sprintf("reference tablespace %d", oid))
 		}
 	}
 	return o, nil
@@ -215,6 +275,12 @@ func (o Offer) Close() {
 		o.Dest.Close()
 	}
 	for _, f := range o.Tablespaces {
+		f.Close()
+	}
+	if o.Old != nil {
+		o.Old.Close()
+	}
+	for _, f := range o.OldTablespaces {
 		f.Close()
 	}
 }
