@@ -131,6 +131,13 @@ INSERT INTO ul SELECT id + 1000000, v FROM ul WHERE id = (SELECT max(id) FROM ul
 func (s *source) checkRestore(t *testing.T, dest, tsNew string, verifyArgs ...string) *pgtest.Cluster {
 	t.Helper()
 	s.verifyPlain(t, dest, verifyArgs...)
+	return s.startAndCheck(t, dest, tsNew)
+}
+
+// startAndCheck is checkRestore after the verifier: start the restored cluster in dest (its tablespace in
+// tsNew) and check the oracle.
+func (s *source) startAndCheck(t *testing.T, dest, tsNew string) *pgtest.Cluster {
+	t.Helper()
 	link := filepath.Join(dest, "pg_tblspc", s.tsOID)
 	if target, err := os.Readlink(link); err != nil || target != tsNew {
 		t.Fatalf("tablespace link %s -> %q (%v), want %s", link, target, err, tsNew)

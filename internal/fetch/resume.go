@@ -41,6 +41,7 @@ type groupPiece struct {
 	data    []byte // the piece's bytes: the target's (or the reference's), then the refetched pages laid over them
 	missing bool
 	dirty   []bool // pages to write (refetched); nil when the piece is fetched whole
+	need    []bool // sub-blocks fetched (resume.SubBlockSize); nil when the piece is fetched whole
 }
 
 // storedBytes is where the bytes compared with the server's are: the target (resume) or the reference.
@@ -84,11 +85,15 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 			return err
 		}
 	}
-	// what is read in the second statement: runs of pages that were not proved, and whole pieces
+	// what is read in the last statement: runs of sub-blocks that were not proved, and whole pieces
 	var reads []server.Range
 	type into struct{ piece, at int }
 	var dst []into
 	digested := make([]bool, len(rs))
+	// the pages that differ but are whole in the stored bytes are compared again per sub-block
+	var subAsk []server.Range
+	type subOf struct{ piece, page int }
+	var subWhere []subOf
 	for j, i := range askedIdx {
 		d, r := digests[j], rs[i]
 		digested[i] = true
@@ -105,13 +110,53 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		if err != nil {
 			return err
 		}
-		dirty := make([]bool, len(proved))
+		p := &pieces[i]
+		p.data, p.dirty = buf, make([]bool, len(proved))
+		p.need = make([]bool, (len(buf)+resume.SubBlockSize-1)/resume.SubBlockSize)
 		for k, ok := range proved {
-			dirty[k] = !ok
+			if ok {
+				continue
+			}
+			p.dirty[k] = true
+			lo, hi := k*resume.PageSize, min((k+1)*resume.PageSize, len(buf))
+			for u := lo / resume.SubBlockSize; u*resume.SubBlockSize < hi; u++ {
+				p.need[u] = true
+			}
+			if hi <= n && hi-lo > resume.SubBlockSize {
+				subAsk = append(subAsk, server.Range{Path: r.Path, Offset: r.Offset + int64(lo), Length: int64(hi - lo)})
+				subWhere = append(subWhere, subOf{i, k})
+			}
 		}
-		pieces[i].data, pieces[i].dirty = buf, dirty
-		for _, run := range runs(dirty) {
-			lo, hi := int64(run[0]*resume.PageSize), min(int64(run[1]*resume.PageSize), d.Length)
+	}
+	if len(subAsk) > 0 {
+		subs, err := f.conn.UnitDigests(f.ctx, subAsk, resume.SubBlockSize)
+		if err != nil {
+			return err
+		}
+		for j, sd := range subs {
+			p, k := &pieces[subWhere[j].piece], subWhere[j].page
+			lo := k * resume.PageSize
+			if sd.Missing || sd.Length != subAsk[j].Length {
+				continue // the file changed since the page digests: the page is fetched whole
+			}
+			proved, err := resume.ProvedUnits(resume.SubBlockSize, int(sd.Length), sd.Digests, p.data[lo:lo+int(sd.Length)])
+			if err != nil {
+				return err
+			}
+			all := true
+			for u, ok := range proved {
+				p.need[lo/resume.SubBlockSize+u] = !ok
+				all = all && ok
+			}
+			if all {
+				p.dirty[k] = false // equal by now: the page changed back, or its first read was torn
+			}
+		}
+	}
+	for _, i := range askedIdx {
+		p, r := &pieces[i], rs[i]
+		for _, run := range runs(p.need) {
+			lo, hi := int64(run[0]*resume.SubBlockSize), min(int64(run[1]*resume.SubBlockSize), int64(len(p.data)))
 			reads = append(reads, server.Range{Path: r.Path, Offset: r.Offset + lo, Length: hi - lo})
 			dst = append(dst, into{i, int(lo)})
 			f.stats.Refetched++
@@ -163,10 +208,10 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		if err := f.piece(ic, r, p.data, p.missing, write); err != nil {
 			return err
 		}
-		for k, d := range p.dirty {
-			// the proved pages of what was stored (a piece cut short keeps only its first bytes)
-			if lo := k * resume.PageSize; !d && lo < len(p.data) {
-				f.stats.Reused += uint64(min(lo+resume.PageSize, len(p.data)) - lo)
+		for u, n := range p.need {
+			// the proved sub-blocks of what was stored (a piece cut short keeps only its first bytes)
+			if lo := u * resume.SubBlockSize; !n && lo < len(p.data) {
+				f.stats.Reused += uint64(min(lo+resume.SubBlockSize, len(p.data)) - lo)
 			}
 		}
 	}

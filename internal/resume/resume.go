@@ -25,6 +25,11 @@ const Version = 1
 // start (the last one may be shorter).
 const PageSize = 8192
 
+// SubBlockSize is the unit of the second level of comparison: a page whose digest differs but whose stored
+// bytes are whole is compared again per SubBlockSize bytes, and only the sub-blocks that differ are
+// fetched (docs/incremental.md, section 5: an updated row changes a few hundred bytes of its page).
+const SubBlockSize = 512
+
 // DigestSize is the size of one page's digest (SHA-256).
 const DigestSize = sha256.Size
 
@@ -109,13 +114,19 @@ func Encode(s State) []byte {
 // proved (true) when stored holds all its bytes and their SHA-256 equals the server's; a stored range that
 // is short, missing or different proves nothing (docs/resume.md, "Why a reused page is correct").
 func ProvedPages(serverLen int, digests, stored []byte) ([]bool, error) {
-	pages := (serverLen + PageSize - 1) / PageSize
-	if len(digests) != pages*DigestSize {
-		return nil, fmt.Errorf("%d bytes of digests for %d pages", len(digests), pages)
+	return ProvedUnits(PageSize, serverLen, digests, stored)
+}
+
+// ProvedUnits is ProvedPages for units of unit bytes: the second level of the comparison proves the
+// sub-blocks of the pages that differ (SubBlockSize).
+func ProvedUnits(unit, serverLen int, digests, stored []byte) ([]bool, error) {
+	units := (serverLen + unit - 1) / unit
+	if len(digests) != units*DigestSize {
+		return nil, fmt.Errorf("%d bytes of digests for %d units of %d bytes", len(digests), units, unit)
 	}
-	proved := make([]bool, pages)
+	proved := make([]bool, units)
 	for k := range proved {
-		lo, hi := k*PageSize, min((k+1)*PageSize, serverLen)
+		lo, hi := k*unit, min((k+1)*unit, serverLen)
 		if hi > len(stored) {
 			break
 		}

@@ -552,31 +552,38 @@ func Retryable(err error) bool {
 }
 
 // PageDigest is what the server says of one range for a resume (docs/resume.md): whether the file is
-// missing, how many bytes it read, and the SHA-256 of each 8192 bytes of them.
+// missing, how many bytes it read, and the SHA-256 of each 8192 bytes of them (or of each unit of
+// UnitDigests).
 type PageDigest struct {
 	Missing bool
 	Length  int64
 	Digests []byte // 32 bytes per page, the last page possibly shorter than 8192 bytes
 }
 
-// pageDigestsSQL reads each range once (a function in FROM runs once per row) and returns its length and
-// the concatenated SHA-256 digests of its pages, computed on the server, so that only 32 bytes per page
-// cross the wire. It calls only pg_read_binary_file(text, bigint, bigint, boolean), the grant a
+// unitDigestsSQL reads each range once (a function in FROM runs once per row) and returns its length and
+// the concatenated SHA-256 digests of each $4 bytes of it, computed on the server, so that only 32 bytes
+// per unit cross the wire. It calls only pg_read_binary_file(text, bigint, bigint, boolean), the grant a
 // least-privilege role has, and sha256(bytea), which every role may call (PostgreSQL 11 and later).
-const pageDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(sha256(substr(x.d, k * 8192 + 1, 8192)), ''::bytea ORDER BY k) " +
-	"FROM generate_series(0, (length(x.d) - 1) / 8192) AS k) " +
+const unitDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(sha256(substr(x.d, k * $4::int + 1, $4::int)), ''::bytea ORDER BY k) " +
+	"FROM generate_series(0, (length(x.d) - 1) / $4::int) AS k) " +
 	rangesSQL + " CROSS JOIN LATERAL pg_read_binary_file(r.p, r.o, r.l, true) AS x(d) ORDER BY r.i"
 
 // PageDigests asks the server for the digests of each range's pages, in one statement. Every path must be
 // ASCII (a caller fetches the others whole).
 func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error) {
+	return c.UnitDigests(ctx, rs, 8192)
+}
+
+// UnitDigests asks the server for the digests of each unit bytes of each range, in one statement. Every
+// path must be ASCII.
+func (c *Conn) UnitDigests(ctx context.Context, rs []Range, unit int) ([]PageDigest, error) {
 	for _, r := range rs {
 		if !ASCIIPath(r.Path) {
 			return nil, fmt.Errorf("page digests of %q: not an ASCII path", r.Path)
 		}
 	}
 	paths, offs, lens := rangeArgs(rs)
-	rows, err := c.pg.Query(ctx, pageDigestsSQL, paths, offs, lens)
+	rows, err := c.pg.Query(ctx, unitDigestsSQL, paths, offs, lens, unit)
 	if err != nil {
 		return nil, err
 	}
@@ -596,7 +603,7 @@ func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error
 			return nil, fmt.Errorf("page digests: row %d has a bad length", k+1)
 		}
 		n := int64(binary.BigEndian.Uint64(v[1]))
-		if n < 0 || n > rs[k].Length || int64(len(v[2])) != (n+8191)/8192*32 {
+		if n < 0 || n > rs[k].Length || int64(len(v[2])) != (n+int64(unit)-1)/int64(unit)*32 {
 			return nil, fmt.Errorf("page digests: row %d: %d digest bytes for %d bytes of %d asked", k+1, len(v[2]), n, rs[k].Length)
 		}
 		out = append(out, PageDigest{Length: n, Digests: append([]byte(nil), v[2]...)})
