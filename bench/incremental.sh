@@ -15,16 +15,9 @@ export PATH="$stock:$PATH" # pgbench and psql: the server package has none
 PGBB_BENCH_PGOPTS="-c summarize_wal=on ${PGBB_BENCH_PGOPTS:-}"
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3} jobs=${3:-4} secs=${4:-20}
-[ "$(id -u)" -eq 0 ] || { echo "incremental.sh: needs root for ip netns" >&2; exit 2; }
-ns=pgbb-bench-$$
-ip netns add "$ns"
-trap 'bench_cleanup; ip netns delete "$ns" 2>/dev/null || true' EXIT
-inns() { ip netns exec "$ns" "$@"; }
-inns ip link set lo up
-bench_netns=$ns
+netns_start incremental.sh
 start_cluster "$scale"
 tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-wire() { inns cat /sys/class/net/lo/statistics/tx_bytes; }
 
 : >"$work/figures"
 for i in $(seq "$runs"); do

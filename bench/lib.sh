@@ -120,3 +120,17 @@ cpu_run() {
 
 # timed_basebackup ARGS…: pg_basebackup under /usr/bin/time, for cpu_run.
 timed_basebackup() { /usr/bin/time -a -o "$PGBB_RSS_LOG" -f "pg_basebackup %M %U %S" pg_basebackup "$@"; }
+
+# netns_start PROG: a network namespace for the run (root only), removed on exit; inns runs a command in it,
+# and start_cluster then runs the server there. The backups reach it over that namespace's loopback, whose
+# counters (wire) see only the backups' traffic.
+netns_start() {
+	[ "$(id -u)" -eq 0 ] || { echo "$1: needs root for ip netns" >&2; exit 2; }
+	ns=pgbb-bench-$$
+	ip netns add "$ns"
+	trap 'bench_cleanup; ip netns delete "$ns" 2>/dev/null || true' EXIT
+	ip netns exec "$ns" ip link set lo up
+	bench_netns=$ns
+}
+inns() { ip netns exec "$ns" "$@"; }
+wire() { inns cat /sys/class/net/lo/statistics/tx_bytes; }

@@ -13,20 +13,13 @@ stock=${PGBB_STOCK18:-$here0/../shared/pg18/bin}
 export PATH="$stock:$PATH" # pgbench and psql
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3} jobs=${3:-4} secs=${4:-20}
-[ "$(id -u)" -eq 0 ] || { echo "reference.sh: needs root for ip netns" >&2; exit 2; }
-ns=pgbb-bench-$$
-ip netns add "$ns"
-trap 'bench_cleanup; ip netns delete "$ns" 2>/dev/null || true' EXIT
-inns() { ip netns exec "$ns" "$@"; }
-inns ip link set lo up
-bench_netns=$ns
+netns_start reference.sh
 start_cluster "$scale"
 major=$(psql -X -At -c "SELECT current_setting('server_version_num')::int / 10000")
 tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 # the verifier of the server's major: pg_verifybackup parses the WAL with its own pg_waldump
 verifier=$stock/pg_verifybackup
 [ "$major" = 18 ] || verifier=$pgbin/pg_verifybackup
-wire() { inns cat /sys/class/net/lo/statistics/tx_bytes; }
 
 : >"$work/figures"
 for i in $(seq "$runs"); do

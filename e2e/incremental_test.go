@@ -26,21 +26,11 @@ func TestIncrementalChain18(t *testing.T) {
 	}
 	s := newSourceOf(t, 18, 5, pgtest.Options{DataChecksums: true, Conf: []string{"summarize_wal = on"}})
 	c := s.c
-	c.Psql(t, "postgres", `CREATE EXTENSION pg_visibility;
-CREATE TABLE to_truncate AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
-CREATE TABLE to_drop AS SELECT g FROM generate_series(1, 30000) g;
-CREATE TABLE to_shrink AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
-CREATE TABLE to_move AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
-CREATE TABLE vis AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
-VACUUM (FREEZE) to_truncate, to_drop, to_shrink, to_move, vis;`)
+	c.Psql(t, "postgres", chainTables)
 	full := s.backupAndRestoreKeep(t)
 
 	// pgbb incremental on pgbb's full
-	c.Psql(t, "postgres", `TRUNCATE to_truncate;
-DROP TABLE to_drop;
-CREATE TABLE fresh AS SELECT g, md5(g::text) v FROM generate_series(1, 20000) g;
-DELETE FROM to_shrink WHERE g > 20000;
-UPDATE vis SET v = 'changed' WHERE g % 1000 = 0;`)
+	c.Psql(t, "postgres", chainChanges)
 	c.Psql(t, "postgres", "VACUUM to_shrink") // truncates the table's end
 	c.Psql(t, "postgres", "CREATE DATABASE db_wal STRATEGY wal_log")
 	c.Psql(t, "db_wal", "CREATE TABLE w AS SELECT g FROM generate_series(1, 5000) g")
@@ -92,37 +82,7 @@ UPDATE vis SET v = 'changed' WHERE g % 1000 = 0;`)
 		t.Fatal(err)
 	}
 	restored := s.checkRestore(t, combined, tsComb)
-	tables := map[string]string{
-		"postgres": "to_truncate to_shrink to_move vis fresh",
-		"db_copy":  "f",
-	}
-	for db, list := range tables {
-		for _, tbl := range strings.Fields(list) {
-			q := "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') FROM " + tbl + " t"
-			// the load does not write these tables: they read back as on the source
-			want, got := c.Psql(t, db, q), restored.Psql(t, db, q)
-			if got != want {
-				t.Errorf("%s.%s: restored %q, source %q", db, tbl, got, want)
-			}
-		}
-	}
-	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM pg_class WHERE relname = 'to_drop'"); got != "0" {
-		t.Errorf("dropped table is back: %s", got)
-	}
-	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'db_wal'"); got != "0" {
-		t.Errorf("dropped database is back: %s", got)
-	}
-	if got := restored.Psql(t, "postgres", "SELECT spcname FROM pg_class c JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE relname = 'to_move'"); got != "ts" {
-		t.Errorf("moved table is in tablespace %q, want ts", got)
-	}
-	for _, db := range []string{"postgres", "db_copy"} {
-		restored.Psql(t, db, "CREATE EXTENSION IF NOT EXISTS pg_visibility")
-		bad := restored.Psql(t, db, `SELECT string_agg(c.relname || ':' || (SELECT count(*) FROM pg_check_visible(c.oid)), ' ')
-FROM pg_class c WHERE c.relkind IN ('r', 'm', 't') AND (SELECT count(*) FROM pg_check_visible(c.oid)) > 0`)
-		if bad != "" {
-			t.Errorf("%s: pg_check_visible() finds tuples wrongly marked all-visible: %s", db, bad)
-		}
-	}
+	checkChain(t, c, restored)
 }
 
 // incremental takes a pgbb incremental backup of s against prior under load, checks it with the stock
@@ -196,19 +156,9 @@ func TestIncrementalChain17(t *testing.T) {
 	ensureMajor(t, 17)
 	s := newSourceOf(t, 17, 5, pgtest.Options{DataChecksums: true, Conf: []string{"summarize_wal = on"}})
 	c := s.c
-	c.Psql(t, "postgres", `CREATE EXTENSION pg_visibility;
-CREATE TABLE to_truncate AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
-CREATE TABLE to_drop AS SELECT g FROM generate_series(1, 30000) g;
-CREATE TABLE to_shrink AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
-CREATE TABLE to_move AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
-CREATE TABLE vis AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
-VACUUM (FREEZE) to_truncate, to_drop, to_shrink, to_move, vis;`)
+	c.Psql(t, "postgres", chainTables)
 	full := s.backupAndRestoreKeep(t)
-	c.Psql(t, "postgres", `TRUNCATE to_truncate;
-DROP TABLE to_drop;
-CREATE TABLE fresh AS SELECT g, md5(g::text) v FROM generate_series(1, 20000) g;
-DELETE FROM to_shrink WHERE g > 20000;
-UPDATE vis SET v = 'changed' WHERE g % 1000 = 0;`)
+	c.Psql(t, "postgres", chainChanges)
 	c.Psql(t, "postgres", "VACUUM to_shrink")
 	c.Psql(t, "postgres", "CREATE DATABASE db_wal STRATEGY wal_log")
 	c.Psql(t, "db_wal", "CREATE TABLE w AS SELECT g FROM generate_series(1, 5000) g")
@@ -232,22 +182,53 @@ UPDATE vis SET v = 'changed' WHERE g % 1000 = 0;`)
 		t.Fatal(err)
 	}
 	restored := s.startAndCheck(t, combined, filepath.Join(tsRoot, s.tsOID))
-	for db, list := range map[string]string{"postgres": "to_truncate to_shrink to_move vis fresh", "db_copy": "f"} {
+	checkChain(t, c, restored)
+}
+
+// The tables of the chain tests, made before the full backup, and the changes before the first
+// incremental.
+const (
+	chainTables = `CREATE EXTENSION pg_visibility;
+CREATE TABLE to_truncate AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
+CREATE TABLE to_drop AS SELECT g FROM generate_series(1, 30000) g;
+CREATE TABLE to_shrink AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
+CREATE TABLE to_move AS SELECT g, md5(g::text) v FROM generate_series(1, 30000) g;
+CREATE TABLE vis AS SELECT g, md5(g::text) v FROM generate_series(1, 60000) g;
+VACUUM (FREEZE) to_truncate, to_drop, to_shrink, to_move, vis;`
+	chainChanges = `TRUNCATE to_truncate;
+DROP TABLE to_drop;
+CREATE TABLE fresh AS SELECT g, md5(g::text) v FROM generate_series(1, 20000) g;
+DELETE FROM to_shrink WHERE g > 20000;
+UPDATE vis SET v = 'changed' WHERE g % 1000 = 0;`
+)
+
+// checkChain checks a restored chain against its source c: the tables the load does not write read back
+// as on the source, the dropped table and database stay gone, the moved table is in ts, and
+// pg_check_visible() is empty on every table.
+func checkChain(t *testing.T, c, restored *pgtest.Cluster) {
+	t.Helper()
+	tables := map[string]string{
+		"postgres": "to_truncate to_shrink to_move vis fresh",
+		"db_copy":  "f",
+	}
+	for db, list := range tables {
 		for _, tbl := range strings.Fields(list) {
 			q := "SELECT count(*) || ' ' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '-') FROM " + tbl + " t"
-			if want, got := c.Psql(t, db, q), restored.Psql(t, db, q); got != want {
+			// the load does not write these tables: they read back as on the source
+			want, got := c.Psql(t, db, q), restored.Psql(t, db, q)
+			if got != want {
 				t.Errorf("%s.%s: restored %q, source %q", db, tbl, got, want)
 			}
 		}
 	}
-	for q, want := range map[string]string{
-		"SELECT count(*) FROM pg_class WHERE relname = 'to_drop'":                                                  "0",
-		"SELECT count(*) FROM pg_database WHERE datname = 'db_wal'":                                                "0",
-		"SELECT spcname FROM pg_class c JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE relname = 'to_move'": "ts",
-	} {
-		if got := restored.Psql(t, "postgres", q); got != want {
-			t.Errorf("%s: %q, want %q", q, got, want)
-		}
+	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM pg_class WHERE relname = 'to_drop'"); got != "0" {
+		t.Errorf("dropped table is back: %s", got)
+	}
+	if got := restored.Psql(t, "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'db_wal'"); got != "0" {
+		t.Errorf("dropped database is back: %s", got)
+	}
+	if got := restored.Psql(t, "postgres", "SELECT spcname FROM pg_class c JOIN pg_tablespace s ON s.oid = c.reltablespace WHERE relname = 'to_move'"); got != "ts" {
+		t.Errorf("moved table is in tablespace %q, want ts", got)
 	}
 	for _, db := range []string{"postgres", "db_copy"} {
 		restored.Psql(t, db, "CREATE EXTENSION IF NOT EXISTS pg_visibility")
