@@ -39,6 +39,7 @@ for i in $(seq "$runs"); do
 	"$stock/pg_verifybackup" -q "$comb" || { echo "incremental.sh: pg_verifybackup failed on the combined backup" >&2; exit 1; }
 	echo "run $i: pgbench $secs s at $tps tps; full $fullb bytes; incremental $incb bytes ($tinc s) = $(echo "scale=1; 100 * $incb / $fullb" | bc)% of full; native incremental $natb bytes = $(echo "scale=1; 100 * $natb / $fullb" | bc)%" >&2
 	grep -o 'incremental: [0-9]* bytes of changed.*' "$work/inc.err" >&2 || true
+	grep -o "fetched [0-9]* bytes, took [0-9]* bytes from the prior.*" "$work/inc.err" >&2 || true
 	echo "$fullb $incb $natb" >>"$work/figures"
 done
 printf '\n%-58s %14s %8s\n' "bytes on the wire, scale $scale, pgbench -c 2 -T $secs, -j $jobs" "median bytes" "of full"

@@ -101,6 +101,12 @@ func (s *source) incremental(t *testing.T, prior string) keptBackup {
 		t.Fatalf("no incremental summary, or nothing taken from the prior:\n%s", r.stderr)
 	}
 	t.Logf("%s", m[0])
+	// the prior is here: the changed blocks were compared with its files, and what matched stayed here
+	if p := regexp.MustCompile(`fetched (\d+) bytes, took (\d+) bytes from the prior backup after a digest match`).FindStringSubmatch(r.stderr); p == nil || p[2] == "0" {
+		t.Fatalf("pgbb-pack took nothing from the prior backup's files:\n%s", r.stderr)
+	} else {
+		t.Logf("pgbb-pack: fetched %s bytes, took %s from the prior's files", p[1], p[2])
+	}
 	label, err := os.ReadFile(filepath.Join(dest, "backup_label"))
 	if err != nil || !strings.Contains(string(label), "\nINCREMENTAL FROM LSN: ") || !strings.Contains(string(label), "\nINCREMENTAL FROM TLI: ") {
 		t.Fatalf("backup_label without the INCREMENTAL FROM lines (%v):\n%s", err, label)

@@ -4,6 +4,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/incremental"
@@ -79,7 +80,12 @@ func main() {
 			}
 			log.Verbose = c.Bool("verbose")
 			var prior *incremental.Prior
+			priorDir := ""
 			if path := c.String("incremental"); path != "" {
+				priorDir = path
+				if st, err := os.Stat(path); err == nil && !st.IsDir() {
+					priorDir = filepath.Dir(path)
+				}
 				m, err := incremental.ReadPrior(path)
 				if err != nil {
 					return err
@@ -92,6 +98,7 @@ func main() {
 			}
 			return pack.Run(pack.Options{
 				Incremental: prior,
+				PriorDir:    priorDir,
 				Reference:   c.String("reference"),
 				Dest:        c.String("pgdata"),
 				Format:      c.String("format"),

@@ -320,9 +320,6 @@ func (f *fetcher) run(lines <-chan lineOrErr) error {
 			if it := le.line.Item; it != nil && it.Incremental() && f.resume {
 				return cliapp.Usage("take the incremental backup again into an empty DEST", "item %d: an incremental backup cannot be resumed", it.Seq)
 			}
-			if it := le.line.Item; it != nil && it.Incremental() && f.old != nil {
-				return cliapp.Usage("take an incremental backup without --reference", "item %d: an incremental backup cannot be compared with a reference", it.Seq)
-			}
 			if it := le.line.Item; it != nil && (it.Kind == worklist.File || it.Kind == worklist.Part || it.Kind == worklist.MoreRun || it.Kind == worklist.LastRun) {
 				batch = append(batch, it)
 				bytes += it.Length

@@ -129,7 +129,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		}
 	}
 	if len(subAsk) > 0 {
-		subs, err := f.conn.UnitDigests(f.ctx, subAsk, resume.SubBlockSize)
+		subs, err := f.conn.UnitDigests(f.ctx, subAsk, resume.SubBlockSize, resume.SubDigestSize)
 		if err != nil {
 			return err
 		}
@@ -139,7 +139,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 			if sd.Missing || sd.Length != subAsk[j].Length {
 				continue // the file changed since the page digests: the page is fetched whole
 			}
-			proved, err := resume.ProvedUnits(resume.SubBlockSize, int(sd.Length), sd.Digests, p.data[lo:lo+int(sd.Length)])
+			proved, err := resume.ProvedUnits(resume.SubBlockSize, resume.SubDigestSize, int(sd.Length), sd.Digests, p.data[lo:lo+int(sd.Length)])
 			if err != nil {
 				return err
 			}

@@ -117,7 +117,10 @@ func (p *packer) commit() error {
 		return err
 	}
 	reused := "reused %d bytes after a digest match"
-	if p.ref != nil {
+	switch {
+	case p.ref != nil && p.o.Reference == "":
+		reused = "took %d bytes from the prior backup after a digest match"
+	case p.ref != nil:
 		reused = "took %d bytes from the reference after a digest match"
 	}
 	summary := fmt.Sprintf("backup complete: %d files, WAL %s to %s; fetched %d bytes, "+reused+", %d ranges re-fetched after a mismatch, %d retries",

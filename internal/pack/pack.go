@@ -65,6 +65,9 @@ type Options struct {
 	// Incremental, when set, is the prior backup's start: the backup is incremental, and backup_label
 	// gets its INCREMENTAL FROM lines (docs/incremental.md, section 4).
 	Incremental *incremental.Prior
+	// PriorDir is the directory of the Incremental prior, when it is here: its files serve as a reference
+	// (Reference) for what the incremental sends.
+	PriorDir string
 	// Reference names a complete plain backup of the same cluster: the jobs take the pages equal to the
 	// server's from it instead of fetching them (docs/incremental.md, section 5). It is only read.
 	Reference string
@@ -196,6 +199,13 @@ func Run(o Options, stdin io.Reader) (err error) {
 		}
 		if ref, err = CheckReference(o.Reference, dest, o.Mappings); err != nil {
 			return err
+		}
+	} else if o.Incremental != nil && o.PriorDir != "" && !o.NoDirect && o.Sink != "" {
+		// the prior's own files serve as a reference for the blocks and files sent (docs/incremental.md,
+		// section 5): only what differs from them crosses the wire
+		if ref, err = checkReference(o.PriorDir, dest, o.Mappings, true); err != nil {
+			o.Log.Info("the prior backup's files are not compared, every changed block is fetched whole: %v", err)
+			ref, err = nil, nil
 		}
 	}
 	if o.Resume {

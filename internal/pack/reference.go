@@ -45,6 +45,12 @@ func referenceConflicts(o Options) error {
 // tablespace directories maps names) may read without either tree reaching into the other. It changes
 // nothing (pgbb-pack --check --reference runs it alone).
 func CheckReference(old, dest string, maps map[string]string) (*reference, error) {
+	return checkReference(old, dest, maps, false)
+}
+
+// checkReference is CheckReference; an incremental old is refused unless anyBackup (the prior of an
+// incremental backup, whose whole files serve and whose INCREMENTAL files match nothing).
+func checkReference(old, dest string, maps map[string]string, anyBackup bool) (*reference, error) {
 	fi, err := os.Stat(old)
 	if err != nil {
 		return nil, cliapp.Usage("give the directory of a complete plain backup of this cluster", "--reference %s: %v", old, err)
@@ -63,7 +69,7 @@ func CheckReference(old, dest string, maps map[string]string) (*reference, error
 	if err != nil {
 		return nil, cliapp.Usage("give the directory of an intact plain backup; check it with pgbb-pack --verify", "--reference %s: %s: %v", old, controlfile.Path, err)
 	}
-	if label, err := os.ReadFile(filepath.Join(old, "backup_label")); err == nil && bytes.Contains(label, []byte("\nINCREMENTAL FROM LSN:")) {
+	if label, err := os.ReadFile(filepath.Join(old, "backup_label")); err == nil && !anyBackup && bytes.Contains(label, []byte("\nINCREMENTAL FROM LSN:")) {
 		return nil, cliapp.Usage("give a full backup, or the output of pg_combinebackup", "--reference %s is an incremental backup: its relation files are not whole", old)
 	}
 	r := &reference{dir: resolved(old), systemID: ci.SystemID, tablespaces: map[uint32]string{}}

@@ -561,29 +561,32 @@ type PageDigest struct {
 }
 
 // unitDigestsSQL reads each range once (a function in FROM runs once per row) and returns its length and
-// the concatenated SHA-256 digests of each $4 bytes of it, computed on the server, so that only 32 bytes
-// per unit cross the wire. It calls only pg_read_binary_file(text, bigint, bigint, boolean), the grant a
+// the concatenated SHA-256 digests of each $4 bytes of it (their first $5 bytes), computed on the server,
+// so that only those bytes per unit cross the wire. It calls only pg_read_binary_file(text, bigint, bigint, boolean), the grant a
 // least-privilege role has, and sha256(bytea), which every role may call (PostgreSQL 11 and later).
-const unitDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(sha256(substr(x.d, k * $4::int + 1, $4::int)), ''::bytea ORDER BY k) " +
+const unitDigestsSQL = "SELECT r.i, length(x.d)::bigint, (SELECT string_agg(substr(sha256(substr(x.d, k * $4::int + 1, $4::int)), 1, $5::int), ''::bytea ORDER BY k) " +
 	"FROM generate_series(0, (length(x.d) - 1) / $4::int) AS k) " +
 	rangesSQL + " CROSS JOIN LATERAL pg_read_binary_file(r.p, r.o, r.l, true) AS x(d) ORDER BY r.i"
 
 // PageDigests asks the server for the digests of each range's pages, in one statement. Every path must be
 // ASCII (a caller fetches the others whole).
 func (c *Conn) PageDigests(ctx context.Context, rs []Range) ([]PageDigest, error) {
-	return c.UnitDigests(ctx, rs, 8192)
+	return c.UnitDigests(ctx, rs, 8192, 32)
 }
 
-// UnitDigests asks the server for the digests of each unit bytes of each range, in one statement. Every
-// path must be ASCII.
-func (c *Conn) UnitDigests(ctx context.Context, rs []Range, unit int) ([]PageDigest, error) {
+// UnitDigests asks the server for the digests of each unit bytes of each range, in one statement: the
+// first size bytes (at most 32) of each SHA-256. Every path must be ASCII.
+func (c *Conn) UnitDigests(ctx context.Context, rs []Range, unit, size int) ([]PageDigest, error) {
+	if size < 16 || size > 32 {
+		return nil, fmt.Errorf("digests of %d bytes: want 16 to 32", size)
+	}
 	for _, r := range rs {
 		if !ASCIIPath(r.Path) {
 			return nil, fmt.Errorf("page digests of %q: not an ASCII path", r.Path)
 		}
 	}
 	paths, offs, lens := rangeArgs(rs)
-	rows, err := c.pg.Query(ctx, unitDigestsSQL, paths, offs, lens, unit)
+	rows, err := c.pg.Query(ctx, unitDigestsSQL, paths, offs, lens, unit, size)
 	if err != nil {
 		return nil, err
 	}
@@ -603,7 +606,7 @@ func (c *Conn) UnitDigests(ctx context.Context, rs []Range, unit int) ([]PageDig
 			return nil, fmt.Errorf("page digests: row %d has a bad length", k+1)
 		}
 		n := int64(binary.BigEndian.Uint64(v[1]))
-		if n < 0 || n > rs[k].Length || int64(len(v[2])) != (n+int64(unit)-1)/int64(unit)*32 {
+		if n < 0 || n > rs[k].Length || int64(len(v[2])) != (n+int64(unit)-1)/int64(unit)*int64(size) {
 			return nil, fmt.Errorf("page digests: row %d: %d digest bytes for %d bytes of %d asked", k+1, len(v[2]), n, rs[k].Length)
 		}
 		out = append(out, PageDigest{Length: n, Digests: append([]byte(nil), v[2]...)})
