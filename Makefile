@@ -18,7 +18,7 @@ deps:
 	scripts/install-pg-majors $(MAJORS_TEST) >/dev/null
 
 # The whole suite: pure packages and the end-to-end pipelines against real PostgreSQL servers.
-MAJORS_TEST ?= 15 18
+MAJORS_TEST ?= 15 17 18
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 40m ./...

@@ -96,6 +96,13 @@ func TestReferenceBackup(t *testing.T) {
 				{"DEST inside OLD", old.dest, filepath.Join(old.dest, "new"), "overlap", nil},
 				{"tar", old.dest, "", "plain backups only", []string{"-F", "tar"}},
 			}
+			if major == 15 {
+				// an incremental of a server before 17 is refused in pre-flight, before anything starts
+				refusals = append(refusals, struct {
+					name, ref, dest, want string
+					args                  []string
+				}{"incremental before 17", "", "", "need PostgreSQL 17 or later", []string{"--incremental", old.dest}})
+			}
 			if major == 18 {
 				refusals = append(refusals, struct {
 					name, ref, dest, want string
@@ -107,7 +114,11 @@ func TestReferenceBackup(t *testing.T) {
 				if d == "" {
 					d = filepath.Join(c.TempDir(t), "new")
 				}
-				args := append(append([]string{"-j", "2"}, rf.args...), "--reference", rf.ref, c.DSN(), d)
+				args := append([]string{"-j", "2"}, rf.args...)
+				if rf.ref != "" {
+					args = append(args, "--reference", rf.ref)
+				}
+				args = append(args, c.DSN(), d)
 				r := run(t, 2*time.Minute, env(), script, args...)
 				// the cause, and no other part's error before it
 				if r.code != 2 || !strings.Contains(lastLines(r.stderr, 2), rf.want) || strings.Contains(r.stderr, "pgbb-xlog: error") {

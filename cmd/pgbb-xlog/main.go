@@ -7,6 +7,8 @@ import (
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/incremental"
+	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/session"
 	"github.com/urfave/cli/v2"
@@ -36,6 +38,7 @@ func main() {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 			&cli.BoolFlag{Name: "check", Usage: "only check that a backup can run (the grants, free connections for the session and --jobs) and exit: 0 when it can, 2 when not"},
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "with --check: the fetch jobs that will run at once, each on its own connection"},
+			&cli.StringFlag{Name: "incremental", Usage: "with --check: the run is incremental against this prior backup (its backup_manifest or directory): check that the server takes incremental backups of its cluster"},
 		},
 		Action: func(c *cli.Context) error {
 			dsn, child, err := splitArgs(c.Args().Slice(), os.Args[1:])
@@ -58,7 +61,13 @@ func main() {
 				if c.Int("jobs") < 0 {
 					return cliapp.Usage("give the number of fetch jobs that will run at once", "bad --jobs %d", c.Int("jobs"))
 				}
-				return session.Check(c.Context, session.CheckOptions{DSN: cliapp.DSN(dsn, server.Password), Jobs: c.Int("jobs"), Log: log})
+				var prior *manifest.Manifest
+				if path := c.String("incremental"); path != "" {
+					if prior, err = incremental.ReadPrior(path); err != nil {
+						return err
+					}
+				}
+				return session.Check(c.Context, session.CheckOptions{DSN: cliapp.DSN(dsn, server.Password), Jobs: c.Int("jobs"), Prior: prior, Log: log})
 			}
 			return session.Run(c.Context, session.Options{
 				DSN:      cliapp.DSN(dsn, server.Password),

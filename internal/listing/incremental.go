@@ -1,7 +1,6 @@
 package listing
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -35,15 +34,8 @@ const summaryWait = 60 * time.Second
 // basebackup_incremental.c).
 func (l *lister) prepareIncremental(m *manifest.Manifest, systemID uint64) (*planner, error) {
 	ctx, conn := l.ctx, l.conn
-	if conn.Major.ManifestVersion < 2 {
-		return nil, cliapp.WithHint(fmt.Errorf("incremental backups need PostgreSQL 17 or later; this server is %d", conn.Major.Major),
-			"take full backups of this server (--reference OLD, which will send only changed pages on every major, is not built yet)")
-	}
-	if on, err := conn.Show(ctx, "summarize_wal"); err != nil {
+	if err := conn.CheckSummaries(ctx); err != nil {
 		return nil, err
-	} else if on != "on" {
-		return nil, cliapp.WithHint(errors.New("incremental backups require summarize_wal to be enabled"),
-			"ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then take a full backup to start the chain")
 	}
 	id, err := backupid.Parse(l.opt.BackupID)
 	if err != nil {

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
 
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/wal"
@@ -111,4 +114,22 @@ func (c *Conn) SegmentBlocks(ctx context.Context) (uint32, error) {
 		return 0, fmt.Errorf("block size %d and segment size %d blocks: pgbb reads incrementally only 8192-byte blocks", blk, seg)
 	}
 	return uint32(seg), nil
+}
+
+// CheckSummaries refuses, with a hint, a server that cannot take an incremental backup: before 17, or with
+// summarize_wal off (PrepareForIncrementalBackup, basebackup_incremental.c, needs the summaries).
+func (c *Conn) CheckSummaries(ctx context.Context) error {
+	if c.Major.ManifestVersion < 2 {
+		return cliapp.WithHint(fmt.Errorf("incremental backups need PostgreSQL 17 or later; this server is %d", c.Major.Major),
+			"take a full backup with --reference OLD instead: a complete backup that sends only the changed pages, on every major")
+	}
+	on, err := c.Show(ctx, "summarize_wal")
+	if err != nil {
+		return err
+	}
+	if on != "on" {
+		return cliapp.WithHint(errors.New("incremental backups require summarize_wal to be enabled"),
+			"ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then take a full backup to start the chain")
+	}
+	return nil
 }

@@ -2,10 +2,12 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/server"
 )
 
@@ -13,7 +15,10 @@ import (
 type CheckOptions struct {
 	DSN  string
 	Jobs int // fetch jobs that will run at once; 0 checks for the session alone
-	Log  *cliapp.Logger
+	// Prior, when set, is the manifest of the prior backup of an incremental run: the server must take
+	// incremental backups (17 or later, summarize_wal on) of the cluster the prior is of.
+	Prior *manifest.Manifest
+	Log   *cliapp.Logger
 }
 
 // Check is the pre-flight of a backup: on one short connection it asks whether the run can start and
@@ -37,6 +42,11 @@ func Check(ctx context.Context, o CheckOptions) error {
 			grants = append(grants, "GRANT EXECUTE ON FUNCTION "+f+" TO "+conn.User)
 		}
 		return cliapp.Usage(strings.Join(grants, "; "), "role %q may not execute %s, which the backup calls", conn.User, strings.Join(missing, ", "))
+	}
+	if o.Prior != nil {
+		if err := checkPrior(ctx, conn, o.Prior); err != nil {
+			return err
+		}
 	}
 	h, err := conn.ConnectionHeadroom(ctx)
 	if err != nil {
@@ -63,6 +73,27 @@ func Check(ctx context.Context, o CheckOptions) error {
 		}
 		return cliapp.Usage(hint, "%d fetch jobs and the backup session need %d connections at once, but role %s can open %d (%s)",
 			max(o.Jobs, 1), need, conn.User, free, what)
+	}
+	return nil
+}
+
+// checkPrior refuses an incremental run that the server would refuse once started: a server that takes
+// no incremental backups, or a prior of another cluster (pgbb-list checks the rest, inside the backup).
+func checkPrior(ctx context.Context, conn *server.Conn, prior *manifest.Manifest) error {
+	if err := conn.CheckSummaries(ctx); err != nil {
+		var ce *cliapp.Error
+		if errors.As(err, &ce) {
+			return &cliapp.Error{Code: cliapp.ExitUsage, Err: ce.Err, Hint: ce.Hint}
+		}
+		return err
+	}
+	_, info, err := conn.ReadControlFile(ctx)
+	if err != nil {
+		return err
+	}
+	if prior.SystemID != info.SystemID {
+		return cliapp.Usage("give the manifest of an earlier backup of this cluster",
+			"the prior backup is of system %d, this server is system %d", prior.SystemID, info.SystemID)
 	}
 	return nil
 }
