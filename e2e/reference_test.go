@@ -66,6 +66,22 @@ func TestReferenceBackup(t *testing.T) {
 			if taken == 0 || fetched > taken/2 || refetched == 0 {
 				t.Errorf("fetched %d bytes and took %d from OLD with %d ranges re-fetched: want most taken from OLD, and the changed pages re-fetched", fetched, taken, refetched)
 			}
+			// the counters per file kind add up to the totals, and most of the relation bytes were kept
+			k := regexp.MustCompile(`bytes fetched/kept by file kind: relation (\d+)/(\d+), fsm (\d+)/(\d+), vm (\d+)/(\d+), other (\d+)/(\d+)`).FindStringSubmatch(r.stderr)
+			if k == nil {
+				t.Fatalf("no counters per file kind:\n%s", r.stderr)
+			}
+			var sumF, sumK int64
+			for i := 1; i < 9; i += 2 {
+				f, _ := strconv.ParseInt(k[i], 10, 64)
+				kept, _ := strconv.ParseInt(k[i+1], 10, 64)
+				sumF, sumK = sumF+f, sumK+kept
+			}
+			relF, _ := strconv.ParseInt(k[1], 10, 64)
+			relK, _ := strconv.ParseInt(k[2], 10, 64)
+			if sumF != fetched || sumK != taken || relK < relF {
+				t.Errorf("per file kind %s: sums %d fetched and %d kept, totals %d and %d", k[0], sumF, sumK, fetched, taken)
+			}
 			got := []byte{0}
 			f, err := os.Open(filepath.Join(dest, still))
 			if err != nil {
@@ -120,8 +136,12 @@ func TestReferenceBackup(t *testing.T) {
 				}
 				args = append(args, c.DSN(), d)
 				r := run(t, 2*time.Minute, env(), script, args...)
-				// the cause, and no other part's error before it
-				if r.code != 2 || !strings.Contains(lastLines(r.stderr, 2), rf.want) || strings.Contains(r.stderr, "pgbb-xlog: error") {
+				// the cause, and no other error: every error line says it
+				others := false
+				for _, l := range strings.Split(r.stderr, "\n") {
+					others = others || (strings.Contains(l, ": error: ") && !strings.Contains(l, rf.want))
+				}
+				if r.code != 2 || !strings.Contains(lastLines(r.stderr, 2), rf.want) || others {
 					t.Errorf("%s: exit %d, want 2 and %q at the end of:\n%s", rf.name, r.code, rf.want, r.stderr)
 				}
 				t.Logf("%s: %s", rf.name, lastLines(r.stderr, 2))

@@ -290,6 +290,9 @@ type Stats struct {
 	Reused    uint64 // bytes already in the target, proved equal to the server's by digest
 	Refetched uint64 // runs of pages fetched after a digest mismatch or a short stored range
 	Retries   uint64 // reconnections after a dropped connection
+	// FetchedKind and ReusedKind split Fetched and Reused by file kind (incremental.KindNames: relation
+	// main fork, FSM, VM, other).
+	FetchedKind, ReusedKind [4]uint64
 }
 
 // WriteStats writes an S record.
@@ -299,6 +302,11 @@ func (sw *Writer) WriteStats(s Stats) error {
 	b.u64(s.Reused)
 	b.u64(s.Refetched)
 	b.u64(s.Retries)
+	for _, k := range [][4]uint64{s.FetchedKind, s.ReusedKind} {
+		for _, n := range k {
+			b.u64(n)
+		}
+	}
 	return sw.write(TypeStats, b)
 }
 
@@ -702,6 +710,11 @@ func (r *Record) Outcome() (Outcome, error) {
 func (r *Record) Stats() (Stats, error) {
 	d := decoder{b: r.Body}
 	s := Stats{Fetched: d.u64(), Reused: d.u64(), Refetched: d.u64(), Retries: d.u64()}
+	for _, k := range []*[4]uint64{&s.FetchedKind, &s.ReusedKind} {
+		for i := range k {
+			k[i] = d.u64()
+		}
+	}
 	return s, d.done()
 }
 

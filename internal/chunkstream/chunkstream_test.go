@@ -123,7 +123,7 @@ func writeEveryType(t testing.TB, sw *Writer, name string, seed int) []want {
 	add(sw.WriteOutcome(ov), TypeOutcome, ov)
 	w := Written{Item: 5, Offset: 1 << 30, Length: 8192, CRC: 0xcafef00d, Path: "base/1/\xe9t\xe9"}
 	add(sw.WriteWritten(w), TypeWritten, w)
-	st := Stats{Fetched: 1 << 40, Reused: 3 << 20, Refetched: 7, Retries: 2}
+	st := Stats{Fetched: 1 << 40, Reused: 3 << 20, Refetched: 7, Retries: 2, FetchedKind: [4]uint64{1, 2, 3, 4}, ReusedKind: [4]uint64{5, 6, 7, 1 << 33}}
 	add(sw.WriteStats(st), TypeStats, st)
 	add(sw.WriteTrailer(4, testID), TypeTrailer, trailer{4, testID})
 	e := BackupEnd{StopLSN: 0x3000100, StopTimeline: 1, BackupLabel: []byte("START WAL LOCATION: 0/3000028\n"),

@@ -517,7 +517,7 @@ func (f *fetcher) copyItems(ics []*itemCopy) error {
 	return f.conn.ReadRanges(f.ctx, ranges, func(i int, data []byte, missing bool) error {
 		ic, r := owner[i], ranges[i]
 		if !ic.ended {
-			f.stats.Fetched += uint64(len(data))
+			f.fetched(r.Path, len(data))
 			if err := f.piece(ic, r, data, missing, nil); err != nil {
 				return err
 			}
@@ -527,6 +527,18 @@ func (f *fetcher) copyItems(ics []*itemCopy) error {
 		}
 		return nil
 	})
+}
+
+// fetched counts n bytes read from the server for path.
+func (f *fetcher) fetched(path string, n int) {
+	f.stats.Fetched += uint64(n)
+	f.stats.FetchedKind[incremental.FileKind(path)] += uint64(n)
+}
+
+// reused counts n bytes of path proved equal to the server's, not fetched.
+func (f *fetcher) reused(path string, n int) {
+	f.stats.Reused += uint64(n)
+	f.stats.ReusedKind[incremental.FileKind(path)] += uint64(n)
 }
 
 // outcome writes an item's O record, once.

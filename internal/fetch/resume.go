@@ -171,7 +171,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 	if len(reads) > 0 {
 		err := f.conn.ReadRanges(f.ctx, reads, func(j int, data []byte, missing bool) error {
 			p := &pieces[dst[j].piece]
-			f.stats.Fetched += uint64(len(data))
+			f.fetched(reads[j].Path, len(data))
 			if dst[j].at < 0 {
 				p.data, p.missing = append([]byte(nil), data...), missing
 				return nil
@@ -211,7 +211,7 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		for u, n := range p.need {
 			// the proved sub-blocks of what was stored (a piece cut short keeps only its first bytes)
 			if lo := u * resume.SubBlockSize; !n && lo < len(p.data) {
-				f.stats.Reused += uint64(min(lo+resume.SubBlockSize, len(p.data)) - lo)
+				f.reused(r.Path, min(lo+resume.SubBlockSize, len(p.data))-lo)
 			}
 		}
 	}

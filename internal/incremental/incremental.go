@@ -284,3 +284,21 @@ func Locate(path string) (spc, db uint32, name string, ok bool) {
 	}
 	return 0, 0, "", false
 }
+
+// KindNames are the file kinds of the counters (docs/incremental.md, section 6), by FileKind.
+var KindNames = [4]string{"relation", "fsm", "vm", "other"}
+
+// FileKind is the counter index (KindNames) of a data-directory path.
+func FileKind(path string) int {
+	_, _, name, ok := Locate(path)
+	if r, rel := ParseRelFile(name); ok && rel {
+		switch r.Fork {
+		case FSMFork:
+			return 1
+		case VMFork:
+			return 2
+		}
+		return 0
+	}
+	return 3
+}

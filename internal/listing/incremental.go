@@ -22,9 +22,6 @@ type planner struct {
 	sent, skipped, wholeB [4]int64
 }
 
-// kindNames are the file kinds of the counters.
-var kindNames = [4]string{"relation", "fsm", "vm", "other"}
-
 // summaryWait is how long the summarizer may make no progress before the backup gives up (the server
 // waits six 10 s cycles, WaitForWalSummarization in walsummarizer.c).
 const summaryWait = 60 * time.Second
@@ -121,25 +118,10 @@ func (l *lister) waitSummarized(start wal.LSN) error {
 	}
 }
 
-// fileKind is a counter index for a path.
-func fileKind(path string) int {
-	_, _, name, ok := incremental.Locate(path)
-	if r, rel := incremental.ParseRelFile(name); ok && rel {
-		switch r.Fork {
-		case incremental.FSMFork:
-			return 1
-		case incremental.VMFork:
-			return 2
-		}
-		return 0
-	}
-	return 3
-}
-
 // plan returns the items of one listed file: itself in full, or an INCREMENTAL file's header and runs of
 // at most split bytes each.
 func (p *planner) plan(path string, size, split int64) []worklist.Item {
-	k := fileKind(path)
+	k := incremental.FileKind(path)
 	full := []worklist.Item{{Kind: worklist.File, Path: path, Length: size}}
 	spc, db, name, ok := incremental.Locate(path)
 	if !ok {
@@ -193,10 +175,10 @@ func blockRuns(blocks []uint32) []worklist.Run {
 // report says what the incremental backup sends and what it takes from the prior backups.
 func (p *planner) report(log *cliapp.Logger) {
 	var sent, skipped, whole int64
-	for k := range kindNames {
+	for k := range incremental.KindNames {
 		sent, skipped, whole = sent+p.sent[k], skipped+p.skipped[k], whole+p.wholeB[k]
 		log.Info("incremental: %s files: %d whole (%d bytes), %d incremental (%d blocks sent, %d blocks taken from the prior backups)",
-			kindNames[k], p.whole[k], p.wholeB[k], p.incr[k], p.sent[k]/incremental.BlockSize, p.skipped[k]/incremental.BlockSize)
+			incremental.KindNames[k], p.whole[k], p.wholeB[k], p.incr[k], p.sent[k]/incremental.BlockSize, p.skipped[k]/incremental.BlockSize)
 	}
 	log.Note("incremental: %d bytes of changed blocks and %d bytes of whole files to send; %d bytes taken from the prior backups", sent, whole, skipped)
 }

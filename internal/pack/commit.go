@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
+	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/resume"
 	"github.com/pgbb/pgbb/internal/wal"
@@ -125,6 +126,14 @@ func (p *packer) commit() error {
 	}
 	summary := fmt.Sprintf("backup complete: %d files, WAL %s to %s; fetched %d bytes, "+reused+", %d ranges re-fetched after a mismatch, %d retries",
 		len(entries), wal.LSN(p.start.StartLSN), wal.LSN(p.end.StopLSN), p.stats.Fetched, p.stats.Reused, p.stats.Refetched, p.stats.Retries)
+	if p.stats.Reused > 0 {
+		// what came from where, per file kind (docs/incremental.md, section 6)
+		var kinds []string
+		for k, name := range incremental.KindNames {
+			kinds = append(kinds, fmt.Sprintf("%s %d/%d", name, p.stats.FetchedKind[k], p.stats.ReusedKind[k]))
+		}
+		summary += "; bytes fetched/kept by file kind: " + strings.Join(kinds, ", ")
+	}
 	if p.o.Resume || p.ref != nil || p.stats.Retries > 0 {
 		p.o.Log.Note("%s", summary) // what a resume or a retry did is worth saying without -v
 	} else {

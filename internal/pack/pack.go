@@ -382,4 +382,8 @@ func (p *packer) addStats(s chunkstream.Stats) {
 	p.stats.Reused += s.Reused
 	p.stats.Refetched += s.Refetched
 	p.stats.Retries += s.Retries
+	for k := range s.FetchedKind {
+		p.stats.FetchedKind[k] += s.FetchedKind[k]
+		p.stats.ReusedKind[k] += s.ReusedKind[k]
+	}
 }
