@@ -7,8 +7,10 @@ BINDIR  := bin
 
 all: build
 
+# The source revision --version prints (docs/toolbox.md), "-dirty" when the tree has changes.
+REVISION = $(shell r=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD || r=$$r-dirty; } && echo $$r)
 build:
-	$(GO) build -o $(BINDIR)/ ./cmd/...
+	$(GO) build -ldflags "-X github.com/pgbb/pgbb/internal/cliapp.builtRevision=$(REVISION)" -o $(BINDIR)/ ./cmd/...
 
 # Installs what the tests and the demo need (PostgreSQL 15 server and client tools, GNU parallel) when
 # missing, and the server binaries of the other majors the version tests use (cached); a no-op where they

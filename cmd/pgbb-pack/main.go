@@ -9,6 +9,8 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pack"
+	"github.com/pgbb/pgbb/internal/recoveryconf"
+	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/verify"
 	"github.com/urfave/cli/v2"
 )
@@ -36,6 +38,9 @@ func main() {
 			&cli.BoolFlag{Name: "no-keep", Usage: "plain format: remove what a failed run wrote (by default it is kept for --resume once the backup had started)"},
 			&cli.StringFlag{Name: "incremental", Usage: "the backup is incremental against the prior backup whose backup_manifest (or directory) this is: backup_label gets its INCREMENTAL FROM lines (give pgbb-list the same)"},
 			&cli.StringFlag{Name: "reference", Usage: "plain format: take the pages equal to the server's from OLD, a complete plain backup of this cluster, instead of fetching them; DEST is a complete backup of its own and OLD is only read (docs/incremental.md)"},
+			&cli.BoolFlag{Name: "write-recovery-conf", Aliases: []string{"R"}, Usage: "plain format: make the copy a streaming standby of the source, as pg_basebackup -R: standby.signal, and primary_conninfo (from --dsn or PGBB_DSN, without the password) appended to postgresql.auto.conf"},
+			&cli.BoolFlag{Name: "write-recovery-conf-password", Usage: "with -R: put the connection's password into primary_conninfo too"},
+			&cli.StringFlag{Name: "dsn", Usage: "with -R: the connection string of the backup (default: PGBB_DSN), for primary_conninfo"},
 			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed; with --reference: only check OLD against DEST; change nothing"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz, or .tar.zst with --compress zstd; needs chunks of that codec)"},
 			&cli.StringFlag{Name: "compress", Usage: "with -F tar: the codec the chunks were compressed with, xz (default) or zstd; a tar set is all one codec"},
@@ -96,23 +101,39 @@ func main() {
 				}
 				prior = &p
 			}
+			recovery := ""
+			if c.Bool("write-recovery-conf") {
+				dsn := cliapp.DSN(c.String("dsn"), server.Password)
+				host, port, user, err := server.Resolve(dsn)
+				if err != nil {
+					return cliapp.Usage("give -R the backup's connection string with --dsn or PGBB_DSN", "-R: %v", err)
+				}
+				ci, err := recoveryconf.PrimaryConninfo(dsn, os.Environ(), recoveryconf.Resolved{Host: host, Port: port, User: user}, c.Bool("write-recovery-conf-password"))
+				if err != nil {
+					return cliapp.Usage("give -R the backup's connection string with --dsn or PGBB_DSN", "-R: %v", err)
+				}
+				recovery = recoveryconf.AutoConfLines(ci)
+			} else if c.Bool("write-recovery-conf-password") {
+				return cliapp.Usage("give it with -R", "--write-recovery-conf-password without -R")
+			}
 			return pack.Run(pack.Options{
-				Incremental: prior,
-				PriorDir:    priorDir,
-				Reference:   c.String("reference"),
-				Dest:        c.String("pgdata"),
-				Format:      c.String("format"),
-				Force:       c.Bool("force"),
-				Mappings:    maps,
-				NoClean:     c.Bool("no-clean"),
-				NoSync:      c.Bool("no-sync"),
-				Compress:    c.String("compress"),
-				NoDirect:    c.Bool("no-direct-write"),
-				Resume:      c.Bool("resume"),
-				NoKeep:      c.Bool("no-keep"),
-				Sink:        c.String("sink"),
-				Inputs:      c.Args().Slice(),
-				Log:         log,
+				RecoveryConf: recovery,
+				Incremental:  prior,
+				PriorDir:     priorDir,
+				Reference:    c.String("reference"),
+				Dest:         c.String("pgdata"),
+				Format:       c.String("format"),
+				Force:        c.Bool("force"),
+				Mappings:     maps,
+				NoClean:      c.Bool("no-clean"),
+				NoSync:       c.Bool("no-sync"),
+				Compress:     c.String("compress"),
+				NoDirect:     c.Bool("no-direct-write"),
+				Resume:       c.Bool("resume"),
+				NoKeep:       c.Bool("no-keep"),
+				Sink:         c.String("sink"),
+				Inputs:       c.Args().Slice(),
+				Log:          log,
 			}, os.Stdin)
 		},
 	})

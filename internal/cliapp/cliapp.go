@@ -134,6 +134,7 @@ func (l *Logger) Info(format string, a ...any) {
 func Main(app *cli.App) {
 	prog := app.Name
 	app.HideHelpCommand = true
+	setVersion(app)
 	app.OnUsageError = func(c *cli.Context, err error, isSubcommand bool) error {
 		return Usage("run '"+prog+" --help' for usage", "%v", err)
 	}

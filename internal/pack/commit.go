@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,6 +108,11 @@ func (p *packer) commit() error {
 	if len(p.badPages) > 0 {
 		return p.reportBadPages()
 	}
+	if p.o.RecoveryConf != "" {
+		if err := p.writeRecoveryConf(); err != nil {
+			return err
+		}
+	}
 	// the state file goes just before the manifest: a DEST holds one or the other (docs/resume.md)
 	if err := p.removeState(); err != nil {
 		return err
@@ -166,4 +172,26 @@ func (p *packer) reportBadPages() error {
 	}
 	return &cliapp.Error{Code: cliapp.ExitBadPage, Err: fmt.Errorf("%w: %d pages in %d files; the backup in %s is kept, without backup_manifest", errBadPages, total, len(paths), p.dest),
 		Hint: "the source cluster has corrupt pages: check it (pg_amcheck, pg_checksums on a stopped copy); to take a backup anyway, pass --no-verify-checksums to pgbb-fetch"}
+}
+
+// writeRecoveryConf makes the plain copy a standby of its source, as pg_basebackup -R does: the
+// primary_conninfo lines appended to postgresql.auto.conf, and an empty standby.signal. Both are on
+// pg_verifybackup's ignore list, so the manifest keeps the server's postgresql.auto.conf.
+func (p *packer) writeRecoveryConf() error {
+	mode := 0o600 | (os.FileMode(p.start.DirMode) & 0o040)
+	auto, err := os.ReadFile(filepath.Join(p.dest, "postgresql.auto.conf"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if len(auto) > 0 && auto[len(auto)-1] != '\n' {
+		auto = append(auto, '\n')
+	}
+	if err := p.disk.writeWhole(p.dest, "postgresql.auto.conf", append(auto, p.o.RecoveryConf...), mode); err != nil {
+		return fmt.Errorf("write postgresql.auto.conf: %w", err)
+	}
+	if err := p.disk.writeWhole(p.dest, "standby.signal", nil, mode); err != nil {
+		return fmt.Errorf("write standby.signal: %w", err)
+	}
+	p.o.Log.Info("-R: standby.signal written, primary_conninfo appended to postgresql.auto.conf")
+	return nil
 }

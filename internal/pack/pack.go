@@ -65,6 +65,9 @@ type Options struct {
 	// Incremental, when set, is the prior backup's start: the backup is incremental, and backup_label
 	// gets its INCREMENTAL FROM lines (docs/incremental.md, section 4).
 	Incremental *incremental.Prior
+	// RecoveryConf, when set, is what -R appends to postgresql.auto.conf (recoveryconf.AutoConfLines),
+	// with standby.signal beside it: the copy starts as a standby (docs/toolbox.md, section 2). Plain only.
+	RecoveryConf string
 	// PriorDir is the directory of the Incremental prior, when it is here: its files serve as a reference
 	// (Reference) for what the incremental sends.
 	PriorDir string
@@ -187,6 +190,9 @@ func Run(o Options, stdin io.Reader) (err error) {
 	var st resume.State
 	if o.Resume && o.Incremental != nil {
 		return cliapp.Usage("take the incremental backup again into an empty DEST (it sends only the changed blocks)", "an incremental backup cannot be resumed")
+	}
+	if o.RecoveryConf != "" && o.Format == Tar {
+		return cliapp.Usage("take the backup in plain format, or leave out -R", "-R with -F tar is not supported yet")
 	}
 	var ref *reference
 	if o.Reference != "" {

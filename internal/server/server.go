@@ -110,6 +110,16 @@ func ConnectFailed(err error, whenFull string) error {
 	return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
 }
 
+// Resolve returns the host (or socket directory), port and user a connection over dsn reaches, with the
+// PG* variables and libpq's defaults applied, as Connect would: without connecting.
+func Resolve(dsn string) (host string, port uint16, user string, err error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "", 0, "", fmt.Errorf("bad connection string: %w", err)
+	}
+	return cfg.Host, cfg.Port, cfg.User, nil
+}
+
 // Close closes the connection; a backup session it held ends with it.
 func (c *Conn) Close() { c.pg.Close(context.Background()) }
 

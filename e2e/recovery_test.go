@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/cliapp"
+	"github.com/pgbb/pgbb/internal/pgtest"
+)
+
+// Issue 15, -R (docs/toolbox.md, section 2): a plain backup under load with -R starts as a streaming
+// standby of its source: standby.signal, primary_conninfo without the DSN's password (with it only when
+// asked), the source's pg_stat_replication shows it streaming, and a row written on the source after the
+// backup reaches the copy. It passes the stock verifier, which skips postgresql.auto.conf. -R -F tar is
+// refused before anything starts.
+func TestWriteRecoveryConf(t *testing.T) {
+	s := newSource(t, 5)
+	c := s.c
+	c.Psql(t, "postgres", "CREATE TABLE after_backup (x int)")
+	const secret = "notsecret4711"
+	dsn := c.DSN() + " password=" + secret // trust: the server ignores it, -R must not copy it
+
+	stop := s.load(t)
+	dest, tsNew := c.TempDir(t), c.TempDir(t)
+	r := run(t, 10*time.Minute, env(), script, "-j", "2", "-R", "-T", s.tsDir+"="+tsNew, dsn, dest)
+	stop()
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup -R: exit %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	s.verifyPlain(t, dest)
+	auto, err := os.ReadFile(filepath.Join(dest, "postgresql.auto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "standby.signal")); err != nil {
+		t.Fatalf("no standby.signal: %v", err)
+	}
+	want := "primary_conninfo = 'user=" + c.User + " host=" + c.Host
+	if !strings.Contains(string(auto), want) || strings.Contains(string(auto), secret) || strings.Contains(string(auto), "dbname") {
+		t.Fatalf("postgresql.auto.conf, want %q, no password and no dbname:\n%s", want, auto)
+	}
+	t.Logf("postgresql.auto.conf ends:\n%s", lastLines(string(auto), 2))
+
+	if err := pgtest.ChownToServerUser(dest); err != nil {
+		t.Fatal(err)
+	}
+	standby := pgtest.Start(t, dest)
+	if got := standby.Psql(t, "postgres", "SELECT pg_is_in_recovery()"); got != "t" {
+		t.Fatalf("the copy is not a standby: pg_is_in_recovery() = %s", got)
+	}
+	c.Psql(t, "postgres", "INSERT INTO after_backup VALUES (42)")
+	deadline := time.Now().Add(60 * time.Second)
+	for standby.Psql(t, "postgres", "SELECT count(*) FROM after_backup") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the row written on the source after the backup never reached the copy; source's pg_stat_replication: %s",
+				c.Psql(t, "postgres", "SELECT string_agg(state, ',') FROM pg_stat_replication"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := c.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"); got != "1" {
+		t.Fatalf("the source shows %s streaming standbys, want 1", got)
+	}
+	if got := standby.Psql(t, "postgres", "SELECT status FROM pg_stat_wal_receiver"); got != "streaming" {
+		t.Fatalf("the copy's WAL receiver is %q, want streaming", got)
+	}
+
+	// the password only when asked for
+	dest2, tsNew2 := c.TempDir(t), c.TempDir(t)
+	r = run(t, 10*time.Minute, env(), script, "-j", "2", "-R", "--write-recovery-conf-password", "-T", s.tsDir+"="+tsNew2, dsn, dest2)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup -R --write-recovery-conf-password: exit %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	if auto, _ := os.ReadFile(filepath.Join(dest2, "postgresql.auto.conf")); !strings.Contains(string(auto), "password="+secret) {
+		t.Fatalf("--write-recovery-conf-password: no password in postgresql.auto.conf:\n%s", auto)
+	}
+
+	d := filepath.Join(c.TempDir(t), "tar")
+	r = run(t, 2*time.Minute, env(), script, "-j", "2", "-R", "-F", "tar", dsn, d)
+	if r.code != 2 || !strings.Contains(lastLines(r.stderr, 2), "-R") {
+		t.Fatalf("-R -F tar: exit %d, want 2 and a reason:\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(d); err == nil {
+		t.Fatalf("the refused run left %s", d)
+	}
+}
+
+// Issue 15, --version (docs/toolbox.md, section 1): every program and the script print one line on
+// stdout, "<name> (pgbb) <release>", and exit 0; -v stays --verbose.
+func TestVersion(t *testing.T) {
+	for _, name := range []string{"pgbb-list", "pgbb-fetch", "pgbb-xlog", "pgbb-pack", "pgbb-basebackup"} {
+		path := filepath.Join(binDir, name)
+		if name == "pgbb-basebackup" {
+			path = script
+		}
+		r := run(t, time.Minute, env(), path, "--version")
+		want := name + " (pgbb) " + cliapp.Release
+		if r.code != 0 || !strings.HasPrefix(r.stdout, want) || strings.Count(r.stdout, "\n") != 1 || r.stderr != "" {
+			t.Errorf("%s --version: exit %d, stdout %q, stderr %q; want one line starting %q", name, r.code, r.stdout, r.stderr, want)
+		}
+	}
+	if r := run(t, time.Minute, env(), filepath.Join(binDir, "pgbb-pack"), "-v", "--verify", t.TempDir()); strings.Contains(r.stdout, "(pgbb)") {
+		t.Errorf("-v printed the version: %q", r.stdout)
+	}
+}
