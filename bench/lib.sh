@@ -5,7 +5,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pgbin=${PGBB_PGBIN:-/usr/lib/postgresql/15/bin}
 export PATH="$here/bin:$pgbin:$PATH"
-as_server() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# From /: the postgres user may not enter this checkout's directory, and initdb and pg_ctl would say
+# "could not change directory" (every path they get is absolute).
+as_server() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 work=$(mktemp -d "${PGBB_BENCH_DIR:-/tmp}/pgbb-bench.XXXXXX")
 chmod 755 "$work"
 [ "$(id -u)" -eq 0 ] && chown postgres "$work"

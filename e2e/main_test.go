@@ -115,14 +115,20 @@ func installMajors() error {
 // stockTools is the directory of the stock PostgreSQL 18 client tools (pg_verifybackup, pg_basebackup,
 // pg_combinebackup, pg_waldump): PGBB_PG18BIN, else ../shared/pg18/bin beside the repository.
 func stockTools() (string, error) {
-	d := os.Getenv("PGBB_PG18BIN")
-	if d == "" {
-		d = filepath.Join(repoDir, "..", "shared", "pg18", "bin")
+	dirs := []string{os.Getenv("PGBB_PG18BIN")}
+	if dirs[0] == "" {
+		// beside the repository, else Debian's postgresql-client-18 (scripts/install-deps installs it where
+		// the PostgreSQL project's apt repository is configured)
+		dirs = []string{filepath.Join(repoDir, "..", "shared", "pg18", "bin"), "/usr/lib/postgresql/18/bin"}
 	}
-	if _, err := os.Stat(filepath.Join(d, "pg_verifybackup")); err != nil {
-		return "", fmt.Errorf("no stock PostgreSQL 18 client tools in %s (set PGBB_PG18BIN): %v", d, err)
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "pg_verifybackup")); err == nil {
+			return d, nil
+		}
 	}
-	return d, nil
+	return "", fmt.Errorf("no stock PostgreSQL 18 client tools (pg_verifybackup, pg_combinebackup, pg_basebackup 18) in %s: "+
+		"install postgresql-client-18 from the PostgreSQL project's apt repository (scripts/install-deps does where that repository is configured), "+
+		"or set PGBB_PG18BIN to a directory that holds them", strings.Join(dirs, " or "))
 }
 
 // result is a finished command.
