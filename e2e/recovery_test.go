@@ -105,3 +105,27 @@ func TestVersion(t *testing.T) {
 		t.Errorf("-v printed the version: %q", r.stdout)
 	}
 }
+
+// Issue 15, --debug (docs/toolbox.md, section 3): every program of a run prints the statements it sends,
+// and the DSN's password appears nowhere in the output.
+func TestDebugShowsStatementsWithoutSecrets(t *testing.T) {
+	s := newSource(t, 1)
+	const secret = "debugsecret0815"
+	dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+	r := run(t, 5*time.Minute, env(), script, "--debug", "-j", "2", "-T", s.tsDir+"="+tsNew, s.c.DSN()+" password="+secret, dest)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup --debug: exit %d\nstderr:\n%s", r.code, tail(r.stderr, 3000))
+	}
+	for _, want := range []string{"pgbb-xlog: debug: SQL: SELECT pg_backup_start", "pgbb-list: debug: SQL: ", "pgbb-fetch: debug: SQL: ", "FROM pg_backup_stop(false)"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no %q in the debug output:\n%s", want, tail(r.stderr, 3000))
+		}
+	}
+	if strings.Contains(r.stderr+r.stdout, secret) {
+		t.Errorf("the password is in the output")
+	}
+	if n := strings.Count(r.stderr, ": debug: SQL: "); n < 10 {
+		t.Errorf("%d statements in the debug output", n)
+	}
+	s.verifyPlain(t, dest)
+}

@@ -135,6 +135,7 @@ func Main(app *cli.App) {
 	prog := app.Name
 	app.HideHelpCommand = true
 	setVersion(app)
+	setDebug(app)
 	app.OnUsageError = func(c *cli.Context, err error, isSubcommand bool) error {
 		return Usage("run '"+prog+" --help' for usage", "%v", err)
 	}

@@ -61,6 +61,9 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok && os.Getenv("PGAPPNAME") == "" {
 		cfg.RuntimeParams["application_name"] = appName
 	}
+	if cliapp.DebugOn() {
+		cfg.Tracer = debugTracer{}
+	}
 	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}}
 	cfg.DialFunc = d.DialContext
 	pg, err := pgx.ConnectConfig(ctx, cfg)
@@ -109,6 +112,24 @@ func ConnectFailed(err error, whenFull string) error {
 	}
 	return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
 }
+
+// debugTracer prints every statement and its arguments with --debug (docs/toolbox.md, section 3).
+type debugTracer struct{}
+
+func (debugTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	args := make([]string, len(d.Args))
+	for i, a := range d.Args {
+		args[i] = fmt.Sprintf("$%d=%s", i+1, cliapp.DebugValue(a))
+	}
+	msg := "SQL: " + strings.Join(strings.Fields(d.SQL), " ")
+	if len(args) > 0 {
+		msg += " [" + strings.Join(args, ", ") + "]"
+	}
+	cliapp.Debug("%s", msg)
+	return ctx
+}
+
+func (debugTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // Resolve returns the host (or socket directory), port and user a connection over dsn reaches, with the
 // PG* variables and libpq's defaults applied, as Connect would: without connecting.
@@ -350,6 +371,10 @@ func (c *Conn) ReadFile(ctx context.Context, buf []byte, path string, offset, le
 			return buf, false, err
 		}
 		return out, missing, nil
+	}
+	if cliapp.DebugOn() {
+		// pgconn's own calls bypass the tracer
+		cliapp.Debug("SQL: %s [$1=%s, $2=%d, $3=%d]", readFileSQL, path, offset, length)
 	}
 	rr := c.pg.PgConn().ExecParams(ctx, readFileSQL,
 		[][]byte{[]byte(path), []byte(strconv.FormatInt(offset, 10)), []byte(strconv.FormatInt(length, 10))},
