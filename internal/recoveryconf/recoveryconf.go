@@ -174,19 +174,32 @@ func Parse(dsn string) (map[string]string, error) {
 // parseURI reads a postgresql:// URI: user and password, hosts and ports, the database, and the query's
 // keywords.
 func parseURI(dsn string) (map[string]string, error) {
-	u, err := url.Parse(dsn)
+	// the authority may list several host:port pairs, which net/url refuses: it is split here
+	scheme, rest, _ := strings.Cut(dsn, "://")
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	auth := rest[:end]
+	u, err := url.Parse(scheme + "://x" + rest[end:])
 	if err != nil {
 		return nil, fmt.Errorf("bad connection URI: %v", err)
 	}
 	kv := map[string]string{}
-	if u.User != nil {
-		kv["user"] = u.User.Username()
-		if p, ok := u.User.Password(); ok {
-			kv["password"] = p
+	if at := strings.LastIndexByte(auth, '@'); at >= 0 {
+		user, pass, hasPass := strings.Cut(auth[:at], ":")
+		if kv["user"], err = url.PathUnescape(user); err != nil {
+			return nil, fmt.Errorf("bad connection URI: %v", err)
 		}
+		if hasPass {
+			if kv["password"], err = url.PathUnescape(pass); err != nil {
+				return nil, fmt.Errorf("bad connection URI: %v", err)
+			}
+		}
+		auth = auth[at+1:]
 	}
 	var hosts, ports []string
-	for _, hp := range strings.Split(u.Host, ",") {
+	for _, hp := range strings.Split(auth, ",") {
 		if hp == "" {
 			continue
 		}
@@ -194,11 +207,17 @@ func parseURI(dsn string) (map[string]string, error) {
 		if i := strings.LastIndexByte(hp, ':'); i >= 0 && !strings.HasSuffix(hp, "]") {
 			h, p = hp[:i], hp[i+1:]
 		}
-		hosts, ports = append(hosts, strings.Trim(h, "[]")), append(ports, p)
+		h, err := url.PathUnescape(strings.Trim(h, "[]"))
+		if err != nil {
+			return nil, fmt.Errorf("bad connection URI: %v", err)
+		}
+		hosts, ports = append(hosts, h), append(ports, p)
 	}
 	if len(hosts) > 0 {
 		kv["host"] = strings.Join(hosts, ",")
-		kv["port"] = strings.Trim(strings.Join(ports, ","), ",")
+		if p := strings.Trim(strings.Join(ports, ","), ","); p != "" {
+			kv["port"] = p
+		}
 	}
 	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
 		kv["dbname"] = db

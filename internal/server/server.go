@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -107,8 +109,15 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 // connection free for the role (SQLSTATE 53300) and whenFull is not empty, else where to look.
 func ConnectFailed(err error, whenFull string) error {
 	hint := "check the connection string, PG* variables and that the server is running"
-	if whenFull != "" && ErrorCode(err) == TooManyConnections {
+	var host x509.HostnameError
+	var ca x509.UnknownAuthorityError
+	switch {
+	case whenFull != "" && ErrorCode(err) == TooManyConnections:
 		hint = whenFull
+	case errors.As(err, &host):
+		hint = "the server's certificate is not for the host the DSN names: connect by a name the certificate lists (its subject alternative names), or have the certificate reissued"
+	case errors.As(err, &ca):
+		hint = "the server's certificate is not signed by a CA in sslrootcert: give sslrootcert the CA that signed it"
 	}
 	return cliapp.WithHint(fmt.Errorf("connect: %w", err), hint)
 }
@@ -130,6 +139,46 @@ func (debugTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Trace
 }
 
 func (debugTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// Unverified returns the hosts of dsn (with the PG* variables env) that a connection reaches over the
+// network without verifying the server's certificate and name, and the sslmode: every host that is not
+// a socket directory or a loopback address, when sslmode is below verify-full (docs/toolbox.md,
+// section 6). A backup's bytes and the role's password cross such a link open to whoever sits on it.
+func Unverified(dsn string, env []string) (hosts []string, sslmode string) {
+	kv, err := recoveryconf.Parse(dsn)
+	if err != nil {
+		return nil, ""
+	}
+	envs := map[string]string{}
+	for _, e := range env {
+		if k, v, ok := strings.Cut(e, "="); ok {
+			envs[k] = v
+		}
+	}
+	pick := func(key, envKey, def string) string {
+		if v, ok := kv[key]; ok && v != "" {
+			return v
+		}
+		if v := envs[envKey]; v != "" {
+			return v
+		}
+		return def
+	}
+	sslmode = pick("sslmode", "PGSSLMODE", "prefer")
+	if sslmode == "verify-full" {
+		return nil, sslmode
+	}
+	for _, h := range strings.Split(pick("host", "PGHOST", ""), ",") {
+		if h == "" || strings.HasPrefix(h, "/") || h == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		hosts = append(hosts, h)
+	}
+	return hosts, sslmode
+}
 
 // Resolve returns the host (or socket directory), port and user a connection over dsn reaches, with the
 // PG* variables and libpq's defaults applied, as Connect would: without connecting.

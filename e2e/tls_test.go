@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/pgtest"
+)
+
+// makeCA writes into a new directory the server user can read a test CA (ca.crt) and a server
+// certificate and key signed by it for "localhost" only (server.crt, server.key, the key 0600 and owned
+// by the server user, as PostgreSQL requires).
+func makeCA(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pgbb-tls-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	caKey, srvKey := key(), key()
+	now := time.Now()
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgbb test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srv := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srv, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ca.crt", "CERTIFICATE", caDER, 0o644)
+	write("server.crt", "CERTIFICATE", srvDER, 0o644)
+	write("server.key", "EC PRIVATE KEY", keyDER, 0o600)
+	if err := pgtest.ChownToServerUser(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Issue 15, TLS (docs/toolbox.md, section 6): a server with ssl = on and a certificate from a CA the test
+// made. sslmode=verify-full by the certificate's name backs up and restores; by another name (the
+// address) it is refused with the reason and a hint, before anything starts; a connection that is not
+// verified to a host that is not loopback gets a warning (server.Unverified's unit test covers which).
+func TestTLSVerifyFull(t *testing.T) {
+	if ips, _ := net.LookupIP("localhost"); len(ips) == 0 {
+		t.Fatal("localhost does not resolve")
+	}
+	dir := makeCA(t)
+	s := newSourceOf(t, 15, 1, pgtest.Options{DataChecksums: true, Conf: []string{"ssl = on",
+		"ssl_cert_file = '" + filepath.Join(dir, "server.crt") + "'", "ssl_key_file = '" + filepath.Join(dir, "server.key") + "'"}})
+	c := s.c
+	base := func(host string) string {
+		return "host=" + host + " port=" + strconv.Itoa(c.Port) + " user=" + c.User + " dbname=postgres sslmode=verify-full sslrootcert=" + filepath.Join(dir, "ca.crt")
+	}
+	dest, tsNew := c.TempDir(t), c.TempDir(t)
+	stop := s.load(t)
+	r := run(t, 5*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, base("localhost"), dest)
+	stop()
+	if r.code != 0 {
+		t.Fatalf("verify-full by the certificate's name: exit %d\n%s", r.code, r.stderr)
+	}
+	if strings.Contains(r.stderr, "not verified") {
+		t.Errorf("a verified connection got the warning:\n%s", r.stderr)
+	}
+	s.checkRestore(t, dest, tsNew)
+
+	d := filepath.Join(c.TempDir(t), "new")
+	r = run(t, 2*time.Minute, env(), script, "-j", "2", base("127.0.0.1"), d)
+	if r.code == 0 || !strings.Contains(r.stderr, "certificate") || !strings.Contains(lastLines(r.stderr, 1), "hint: the server's certificate is not for the host") {
+		t.Fatalf("verify-full by another name: exit %d, want a refusal naming the certificate, with a hint:\n%s", r.code, r.stderr)
+	}
+	t.Logf("refused: %s", lastLines(r.stderr, 2))
+	if _, err := os.Stat(d); err == nil {
+		t.Errorf("the refused run left %s", d)
+	}
+	expectNothingOnServer(t, c)
+}
