@@ -26,6 +26,7 @@ func main() {
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "how many fetch jobs will share the list: cut files so each gets about 8 items' worth"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
 			&cli.StringFlag{Name: "incremental", Aliases: []string{"i"}, Usage: "list an incremental backup against the prior backup whose backup_manifest (or directory) this is (PostgreSQL 17 and later, summarize_wal = on)"},
+			&cli.StringFlag{Name: "total-file", EnvVars: []string{"PGBB_PROGRESS_TOTAL"}, Usage: "also leave the list's total (items and bytes) in FILE, for pgbb-pack --progress"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report every skipped entry and why, on stderr"},
 		},
 		Action: func(c *cli.Context) error {
@@ -42,6 +43,7 @@ func main() {
 				Log:       log,
 
 				Incremental: c.String("incremental"),
+				TotalFile:   c.String("total-file"),
 			}, os.Stdout)
 		},
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pack"
+	"github.com/pgbb/pgbb/internal/progress"
 	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/verify"
@@ -41,6 +42,8 @@ func main() {
 			&cli.BoolFlag{Name: "write-recovery-conf", Aliases: []string{"R"}, Usage: "plain format: make the copy a streaming standby of the source, as pg_basebackup -R: standby.signal, and primary_conninfo (from --dsn or PGBB_DSN, without the password) appended to postgresql.auto.conf"},
 			&cli.BoolFlag{Name: "write-recovery-conf-password", Usage: "with -R: put the connection's password into primary_conninfo too"},
 			&cli.StringFlag{Name: "dsn", Usage: "with -R: the connection string of the backup (default: PGBB_DSN), for primary_conninfo"},
+			&cli.StringFlag{Name: "progress", Usage: "show how far the backup is on stderr: text (redrawn on a terminal, a line every 10 s otherwise) or json (a JSON object per line, the last one says done)"},
+			&cli.StringFlag{Name: "progress-total", Usage: "with --progress: the file where pgbb-list --total-file leaves the work list's total"},
 			&cli.BoolFlag{Name: "check", Usage: "with --resume: only check that DEST can be resumed; with --reference: only check OLD against DEST; change nothing"},
 			&cli.StringFlag{Name: "format", Aliases: []string{"F"}, Value: "plain", Usage: "output format: plain (a data directory) or tar (base.tar.xz, <oid>.tar.xz, pg_wal.tar.xz, or .tar.zst with --compress zstd; needs chunks of that codec)"},
 			&cli.StringFlag{Name: "compress", Usage: "with -F tar: the codec the chunks were compressed with, xz (default) or zstd; a tar set is all one codec"},
@@ -116,24 +119,33 @@ func main() {
 			} else if c.Bool("write-recovery-conf-password") {
 				return cliapp.Usage("give it with -R", "--write-recovery-conf-password without -R")
 			}
+			mode := progress.Off
+			if c.IsSet("progress") {
+				var err error
+				if mode, err = progress.ParseMode(c.String("progress")); err != nil {
+					return cliapp.Usage("give --progress text or --progress json", "%v", err)
+				}
+			}
 			return pack.Run(pack.Options{
-				RecoveryConf: recovery,
-				Incremental:  prior,
-				PriorDir:     priorDir,
-				Reference:    c.String("reference"),
-				Dest:         c.String("pgdata"),
-				Format:       c.String("format"),
-				Force:        c.Bool("force"),
-				Mappings:     maps,
-				NoClean:      c.Bool("no-clean"),
-				NoSync:       c.Bool("no-sync"),
-				Compress:     c.String("compress"),
-				NoDirect:     c.Bool("no-direct-write"),
-				Resume:       c.Bool("resume"),
-				NoKeep:       c.Bool("no-keep"),
-				Sink:         c.String("sink"),
-				Inputs:       c.Args().Slice(),
-				Log:          log,
+				Progress:      mode,
+				ProgressTotal: c.String("progress-total"),
+				RecoveryConf:  recovery,
+				Incremental:   prior,
+				PriorDir:      priorDir,
+				Reference:     c.String("reference"),
+				Dest:          c.String("pgdata"),
+				Format:        c.String("format"),
+				Force:         c.Bool("force"),
+				Mappings:      maps,
+				NoClean:       c.Bool("no-clean"),
+				NoSync:        c.Bool("no-sync"),
+				Compress:      c.String("compress"),
+				NoDirect:      c.Bool("no-direct-write"),
+				Resume:        c.Bool("resume"),
+				NoKeep:        c.Bool("no-keep"),
+				Sink:          c.String("sink"),
+				Inputs:        c.Args().Slice(),
+				Log:           log,
 			}, os.Stdin)
 		},
 	})

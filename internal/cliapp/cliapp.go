@@ -209,6 +209,13 @@ func DSN(arg string, password func(string) string) string {
 	return dsn
 }
 
+// IsTerminal reports whether f is a terminal (it answers TCGETS).
+func IsTerminal(f *os.File) bool {
+	var t syscall.Termios
+	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return e == 0
+}
+
 // RefuseTerminal returns a usage error when f is a terminal: binary streams do not go to screens.
 func RefuseTerminal(f *os.File, what string) error {
 	// a terminal answers TCGETS; /dev/null, another character device, does not and is a fine sink

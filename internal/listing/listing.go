@@ -17,6 +17,7 @@ import (
 	"github.com/pgbb/pgbb/internal/datadir"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/progress"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
@@ -42,6 +43,8 @@ type Options struct {
 	// Incremental is the prior backup's backup_manifest (or its directory): the list is then that of an
 	// incremental backup, PostgreSQL 17 and later (docs/incremental.md).
 	Incremental string
+	// TotalFile, when set, receives the list's total (progress.WriteTotal) once the list is written.
+	TotalFile string
 }
 
 // Run lists the data directory and tablespaces and writes the work list to w. It refuses to run without a
@@ -131,7 +134,17 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 		fmt.Fprintln(out, worklist.FormatItem(it))
 	}
 	fmt.Fprintln(out, worklist.FormatTrailer(worklist.Trailer{Count: uint64(len(l.items)), BackupID: o.BackupID}))
-	return out.Flush()
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if o.TotalFile != "" {
+		var bytes int64
+		for _, it := range l.items {
+			bytes += it.Length
+		}
+		return progress.WriteTotal(o.TotalFile, int64(len(l.items)), bytes)
+	}
+	return nil
 }
 
 func privilegeHint(err error, function string) error {

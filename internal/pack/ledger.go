@@ -157,6 +157,7 @@ func (p *packer) itemRange(what string, item uint64, path string, off uint64, n,
 	st.next += uint64(n)
 	st.chunkBytes += uint64(n)
 	st.crc = crc32c.Combine(st.crc, crc, int64(n))
+	p.proved.Add(int64(n))
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/pgbb/pgbb/internal/sink"
@@ -33,6 +34,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/progress"
 	"github.com/pgbb/pgbb/internal/resume"
 )
 
@@ -65,6 +67,10 @@ type Options struct {
 	// Incremental, when set, is the prior backup's start: the backup is incremental, and backup_label
 	// gets its INCREMENTAL FROM lines (docs/incremental.md, section 4).
 	Incremental *incremental.Prior
+	// Progress shows how far the run is on stderr (docs/toolbox.md, section 4), against the work list's
+	// total that pgbb-list leaves in ProgressTotal.
+	Progress      progress.Mode
+	ProgressTotal string
 	// RecoveryConf, when set, is what -R appends to postgresql.auto.conf (recoveryconf.AutoConfLines),
 	// with standby.signal beside it: the copy starts as a standby (docs/toolbox.md, section 2). Plain only.
 	RecoveryConf string
@@ -142,8 +148,9 @@ type packer struct {
 	links      map[string]bool
 	walFiles   map[string]*walState
 	history    map[string]bool
-	offer      sink.Offer // what jobs on the sink are offered; Direct when they write into DEST
-	ref        *reference // the reference backup (Options.Reference), checked
+	offer      sink.Offer   // what jobs on the sink are offered; Direct when they write into DEST
+	ref        *reference   // the reference backup (Options.Reference), checked
+	proved     atomic.Int64 // bytes of work items proved so far (the progress meter reads it)
 	historyCRC map[string]uint32
 	control    []byte
 	producers  map[uint64]string   // producer id -> backup id
@@ -238,6 +245,10 @@ func Run(o Options, stdin io.Reader) (err error) {
 	p := &packer{o: o, dest: dest, items: map[uint64]*itemState{}, files: map[string]*fileProgress{}, links: map[string]bool{},
 		walFiles: map[string]*walState{}, history: map[string]bool{}, historyCRC: map[string]uint32{}, producers: map[uint64]string{}, badPages: map[string][]uint64{},
 		xlogProds: map[uint64]bool{}, started: make(chan struct{}), quit: make(chan struct{}), resumeState: st, ref: ref}
+	if o.Progress != progress.Off {
+		m := progress.Start(os.Stderr, o.Progress, cliapp.IsTerminal(os.Stderr), o.ProgressTotal, p.progressSample)
+		defer func() { m.Stop(err == nil) }()
+	}
 	// The sink listens first, before DEST is prepared (emptying a large DEST with --force takes time, and
 	// jobs wait only so long for the socket), and under the caller's umask until its own chmod to 0600.
 	var k *sink.Sink
@@ -380,6 +391,14 @@ func (p *packer) sendOffer(c net.Conn) (bool, error) {
 		return false, err
 	}
 	return o.Direct, nil
+}
+
+// progressSample is what the progress meter shows: the bytes proved, and the counters so far.
+func (p *packer) progressSample() progress.Sample {
+	p.mu.Lock()
+	st := p.stats
+	p.mu.Unlock()
+	return progress.Sample{Done: p.proved.Load(), Counters: map[string]uint64{"fetched": st.Fetched, "reused": st.Reused, "refetched": st.Refetched, "retries": st.Retries}}
 }
 
 // addStats adds a job's S record to the run's counters.
