@@ -218,9 +218,8 @@ func IsTerminal(f *os.File) bool {
 
 // RefuseTerminal returns a usage error when f is a terminal: binary streams do not go to screens.
 func RefuseTerminal(f *os.File, what string) error {
-	// a terminal answers TCGETS; /dev/null, another character device, does not and is a fine sink
-	var t syscall.Termios
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t))); e == 0 {
+	// /dev/null, another character device, is no terminal and is a fine sink
+	if IsTerminal(f) {
 		return Usage("redirect it to a file or pipe it into pgbb-pack", "refusing to write %s to a terminal", what)
 	}
 	return nil

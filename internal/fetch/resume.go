@@ -40,8 +40,21 @@ func (f *fetcher) compareRanges(ranges []server.Range, owner []*itemCopy) error 
 type groupPiece struct {
 	data    []byte // the piece's bytes: the target's (or the reference's), then the refetched pages laid over them
 	missing bool
-	dirty   []bool // pages to write (refetched); nil when the piece is fetched whole
 	need    []bool // sub-blocks fetched (resume.SubBlockSize); nil when the piece is fetched whole
+}
+
+// dirty returns the pages to write into a target that holds the stored bytes (resume): those with a
+// sub-block fetched; nil when the piece is fetched whole.
+func (p *groupPiece) dirty() []bool {
+	if p.need == nil {
+		return nil
+	}
+	perPage := resume.PageSize / resume.SubBlockSize
+	d := make([]bool, (len(p.need)+perPage-1)/perPage)
+	for u, n := range p.need {
+		d[u/perPage] = d[u/perPage] || n
+	}
+	return d
 }
 
 // storedBytes is where the bytes compared with the server's are: the target (resume) or the reference.
@@ -111,13 +124,12 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 			return err
 		}
 		p := &pieces[i]
-		p.data, p.dirty = buf, make([]bool, len(proved))
+		p.data = buf
 		p.need = make([]bool, (len(buf)+resume.SubBlockSize-1)/resume.SubBlockSize)
 		for k, ok := range proved {
 			if ok {
 				continue
 			}
-			p.dirty[k] = true
 			lo, hi := k*resume.PageSize, min((k+1)*resume.PageSize, len(buf))
 			for u := lo / resume.SubBlockSize; u*resume.SubBlockSize < hi; u++ {
 				p.need[u] = true
@@ -143,13 +155,9 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 			if err != nil {
 				return err
 			}
-			all := true
+			// all equal by now leaves the page unwritten: it changed back, or its first read was torn
 			for u, ok := range proved {
 				p.need[lo/resume.SubBlockSize+u] = !ok
-				all = all && ok
-			}
-			if all {
-				p.dirty[k] = false // equal by now: the page changed back, or its first read was torn
 			}
 		}
 	}
@@ -201,18 +209,22 @@ func (f *fetcher) compareGroup(rs []server.Range, owner []*itemCopy) error {
 		if r.Length == 0 && !digested[i] && p.data == nil && !p.missing {
 			p.data = []byte{} // an empty file that is still there
 		}
-		write := p.dirty
-		if f.old != nil {
-			write = nil // the target is new: every page is written, those taken from the reference too
+		var write []bool
+		if f.old == nil {
+			write = p.dirty() // else the target is new: every page is written, those from the reference too
 		}
 		if err := f.piece(ic, r, p.data, p.missing, write); err != nil {
 			return err
 		}
+		kept := 0
 		for u, n := range p.need {
 			// the proved sub-blocks of what was stored (a piece cut short keeps only its first bytes)
 			if lo := u * resume.SubBlockSize; !n && lo < len(p.data) {
-				f.reused(r.Path, min(lo+resume.SubBlockSize, len(p.data))-lo)
+				kept += min(lo+resume.SubBlockSize, len(p.data)) - lo
 			}
+		}
+		if kept > 0 {
+			f.reused(r.Path, kept)
 		}
 	}
 	return nil

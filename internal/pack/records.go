@@ -306,13 +306,13 @@ func (p *packer) backupStart(rec *chunkstream.Record) error {
 		}
 		p.offer.Resume = p.o.Resume && p.offer.Direct
 	}
-	if p.ref != nil && !p.offer.Direct && p.o.Reference == "" {
+	if p.ref != nil && !p.offer.Direct {
+		if p.o.Reference != "" {
+			return cliapp.Usage("take this backup without --reference", "--reference needs jobs that write into DEST themselves, and this run offers none (no openat2, or more than %d tablespaces)", sink.MaxOfferTablespaces)
+		}
 		p.ref = nil // an incremental's prior: its blocks are fetched whole
 	}
 	if p.ref != nil {
-		if !p.offer.Direct {
-			return cliapp.Usage("take this backup without --reference", "--reference needs jobs that write into DEST themselves, and this run offers none (no openat2, or more than %d tablespaces)", sink.MaxOfferTablespaces)
-		}
 		if err := p.ref.offer(&p.offer); err != nil {
 			return err
 		}

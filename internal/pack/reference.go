@@ -29,7 +29,7 @@ type reference struct {
 // referenceConflicts refuses the options --reference cannot go with.
 func referenceConflicts(o Options) error {
 	switch {
-	case o.Format == Tar || o.Format == "t":
+	case o.Format == Tar:
 		return cliapp.Usage("take the new backup in plain format, or leave out --reference", "--reference with -F tar: the jobs copy the equal pages from OLD into a plain DEST")
 	case o.Resume:
 		return cliapp.Usage("leave out --reference: --resume compares with what DEST holds", "--reference and --resume together")

@@ -59,7 +59,7 @@ const (
 // ParseMode reads --progress's value: "" or "text" is Text, "json" is JSON.
 func ParseMode(s string) (Mode, error) {
 	switch s {
-	case "", "text", "true":
+	case "", "text":
 		return Text, nil
 	case "json":
 		return JSON, nil
@@ -87,7 +87,6 @@ type Meter struct {
 	lastDone int64
 	lastAt   time.Time
 	rate     float64
-	drawn    bool
 }
 
 // Start begins rendering to w: on a terminal every second, redrawn in place; otherwise every 10 s a

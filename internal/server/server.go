@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -24,7 +25,6 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/pgversion"
-	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -140,44 +140,33 @@ func (debugTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.Trace
 
 func (debugTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
-// Unverified returns the hosts of dsn (with the PG* variables env) that a connection reaches over the
-// network without verifying the server's certificate and name, and the sslmode: every host that is not
-// a socket directory or a loopback address, when sslmode is below verify-full (docs/toolbox.md,
+// Unverified returns the hosts of dsn (with the PG* variables pgx applies, as libpq does) that a
+// connection reaches over the network without verifying the server's certificate and name: every host
+// that is not a socket directory, localhost or a loopback address, when any of its connection attempts
+// is made below sslmode=verify-full (no TLS, or TLS that skips the name check) (docs/toolbox.md,
 // section 6). A backup's bytes and the role's password cross such a link open to whoever sits on it.
-func Unverified(dsn string, env []string) (hosts []string, sslmode string) {
-	kv, err := recoveryconf.Parse(dsn)
+func Unverified(dsn string) []string {
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return nil, ""
+		return nil
 	}
-	envs := map[string]string{}
-	for _, e := range env {
-		if k, v, ok := strings.Cut(e, "="); ok {
-			envs[k] = v
+	var hosts []string
+	seen := map[string]bool{}
+	check := func(host string, tls *tls.Config) {
+		if tls != nil && !tls.InsecureSkipVerify || seen[host] || host == "" || strings.HasPrefix(host, "/") || host == "localhost" {
+			return
 		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			return
+		}
+		seen[host] = true
+		hosts = append(hosts, host)
 	}
-	pick := func(key, envKey, def string) string {
-		if v, ok := kv[key]; ok && v != "" {
-			return v
-		}
-		if v := envs[envKey]; v != "" {
-			return v
-		}
-		return def
+	check(cfg.Host, cfg.TLSConfig)
+	for _, fb := range cfg.Fallbacks {
+		check(fb.Host, fb.TLSConfig)
 	}
-	sslmode = pick("sslmode", "PGSSLMODE", "prefer")
-	if sslmode == "verify-full" {
-		return nil, sslmode
-	}
-	for _, h := range strings.Split(pick("host", "PGHOST", ""), ",") {
-		if h == "" || strings.HasPrefix(h, "/") || h == "localhost" {
-			continue
-		}
-		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
-			continue
-		}
-		hosts = append(hosts, h)
-	}
-	return hosts, sslmode
+	return hosts
 }
 
 // Resolve returns the host (or socket directory), port and user a connection over dsn reaches, with the

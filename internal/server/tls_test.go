@@ -1,7 +1,9 @@
 package server
 
 import (
+	"os"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -20,7 +22,15 @@ func TestUnverified(t *testing.T) {
 		{"postgresql://u@db2:5432,db3/postgres?sslmode=prefer", nil, []string{"db2", "db3"}},
 		{"dbname=postgres", nil, nil}, // the default socket
 	} {
-		got, _ := Unverified(c.dsn, c.env)
+		for _, k := range []string{"PGSSLMODE", "PGHOST"} {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+		for _, e := range c.env {
+			k, v, _ := strings.Cut(e, "=")
+			t.Setenv(k, v)
+		}
+		got := Unverified(c.dsn)
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("Unverified(%q, %v) = %v, want %v", c.dsn, c.env, got, c.want)
 		}

@@ -106,8 +106,8 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) error
 	// A reader that went away (pgbb-pack killed) must end the backup through an error on write, which also
 	// stops the child, rather than a SIGPIPE that would leave the child running.
 	signal.Ignore(syscall.SIGPIPE)
-	if hosts, mode := server.Unverified(o.DSN, os.Environ()); len(hosts) > 0 {
-		o.Log.Warn("the connection to %s is not verified (sslmode=%s): the backup's data and the password cross the network open to whoever is on the path; use sslmode=verify-full with sslrootcert", strings.Join(hosts, ", "), mode)
+	if hosts := server.Unverified(o.DSN); len(hosts) > 0 {
+		o.Log.Warn("the connection to %s is not verified (sslmode below verify-full): the backup's data and the password cross the network open to whoever is on the path; use sslmode=verify-full with sslrootcert", strings.Join(hosts, ", "))
 	}
 	conn, err := server.Connect(ctx, o.DSN, "pgbb-xlog", true)
 	if err != nil {
