@@ -4,11 +4,13 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/ratelimit"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/session"
 	"github.com/urfave/cli/v2"
@@ -38,6 +40,8 @@ func main() {
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 			&cli.BoolFlag{Name: "check", Usage: "only check that a backup can run (the grants, free connections for the session and --jobs) and exit: 0 when it can, 2 when not"},
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "with --check: the fetch jobs that will run at once, each on its own connection"},
+			&cli.StringFlag{Name: "max-rate", Aliases: []string{"r"}, Usage: "limit what the run reads from the server, over all its connections and children, to RATE (kB/s, or with a suffix k or M, as pg_basebackup; 0: unlimited)"},
+			&cli.StringFlag{Name: "max-rate-file", Usage: "follow the rate in FILE while the run goes on: read every 250ms, a new value applies at once (write it whole, through a rename)"},
 			&cli.StringFlag{Name: "incremental", Usage: "with --check: the run is incremental against this prior backup (its backup_manifest or directory): check that the server takes incremental backups of its cluster"},
 		},
 		Action: func(c *cli.Context) error {
@@ -54,6 +58,10 @@ func main() {
 				return cliapp.Usage("use -c fast or -c spread", "invalid checkpoint argument %q", c.String("checkpoint"))
 			}
 			log.Verbose = c.Bool("verbose")
+			limit, err := ratelimit.ParseLimit(c.String("max-rate"), c.String("max-rate-file"))
+			if err != nil {
+				return cliapp.Usage("give --max-rate as pg_basebackup takes it: 32 to 1048576 kB/s, as 500k or 10M; 0 for no limit", "%v", err)
+			}
 			if c.Bool("check") {
 				if len(child) > 0 {
 					return cliapp.Usage("pgbb-xlog --check [--jobs N] [DSN]", "--check runs no command")
@@ -69,7 +77,21 @@ func main() {
 				}
 				return session.Check(c.Context, session.CheckOptions{DSN: cliapp.DSN(dsn, server.Password), Jobs: c.Int("jobs"), Prior: prior, Log: log})
 			}
-			return session.Run(c.Context, session.Options{
+			var shared *ratelimit.Shared
+			if limit.Active() {
+				if shared, err = limit.Start(c.Context, log.Note, log.Warn); err != nil {
+					return err
+				}
+				defer shared.Close()
+				server.SetLimiter(shared)
+				msg := "max rate " + ratelimit.Format(limit.Rate)
+				if limit.File != "" {
+					msg += ", following " + limit.File
+				}
+				log.Info("%s", msg)
+			}
+			start := time.Now()
+			err = session.Run(c.Context, session.Options{
 				DSN:      cliapp.DSN(dsn, server.Password),
 				Label:    c.String("label"),
 				Fast:     fast,
@@ -80,6 +102,12 @@ func main() {
 				Child:    child,
 				Log:      log,
 			}, os.Stdin, os.Stdout)
+			if shared != nil {
+				secs := time.Since(start).Seconds()
+				log.Info("max rate: the run read %d bytes from the server in %.1f s (%s), the limit %s at the end",
+					shared.Paid(), secs, ratelimit.Format(int64(float64(shared.Paid())/secs)), ratelimit.Format(shared.Rate()))
+			}
+			return err
 		},
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/pgversion"
+	"github.com/pgbb/pgbb/internal/ratelimit"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -50,6 +52,23 @@ func Password(dsn string) string {
 	return cfg.Password
 }
 
+var limiter struct {
+	sync.Once
+	l ratelimit.Limiter
+}
+
+// SetLimiter has every connection opened from now on pay l for the bytes it reads (docs/toolbox.md,
+// section 5). Without it, a process whose environment names a run's shared bucket (PGBB_RATE) pays that.
+func SetLimiter(l ratelimit.Limiter) {
+	limiter.Do(func() {})
+	limiter.l = l
+}
+
+func rateLimiter() ratelimit.Limiter {
+	limiter.Do(func() { limiter.l = ratelimit.FromEnv() })
+	return limiter.l
+}
+
 // Connect opens a connection. session=true prepares it to hold a backup session: no statement, idle or
 // lock timeouts, and TCP keepalives every 10 seconds so a dead peer is noticed.
 func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, error) {
@@ -68,6 +87,9 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 	}
 	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3}}
 	cfg.DialFunc = d.DialContext
+	if l := rateLimiter(); l != nil {
+		cfg.DialFunc = ratelimit.Dial(d, l)
+	}
 	pg, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
