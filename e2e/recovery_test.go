@@ -14,8 +14,8 @@ import (
 // Issue 15, -R (docs/toolbox.md, section 2): a plain backup under load with -R starts as a streaming
 // standby of its source: standby.signal, primary_conninfo without the DSN's password (with it only when
 // asked), the source's pg_stat_replication shows it streaming, and a row written on the source after the
-// backup reaches the copy. It passes the stock verifier, which skips postgresql.auto.conf. -R -F tar is
-// refused before anything starts.
+// backup reaches the copy. It passes the stock verifier, which skips postgresql.auto.conf. -R -F tar
+// puts both into base.tar, and the extracted copy streams as well.
 func TestWriteRecoveryConf(t *testing.T) {
 	s := newSource(t, 5)
 	c := s.c
@@ -77,13 +77,41 @@ func TestWriteRecoveryConf(t *testing.T) {
 		t.Fatalf("--write-recovery-conf-password: no password in postgresql.auto.conf:\n%s", auto)
 	}
 
+	// -F tar: the lines go into base.tar's postgresql.auto.conf, after the server's own (an ALTER SYSTEM
+	// setting made for the test), with standby.signal beside; extracted, the copy streams too
+	c.Psql(t, "postgres", "ALTER SYSTEM SET work_mem = '7MB'")
+	stop = s.load(t)
 	d := filepath.Join(c.TempDir(t), "tar")
-	r = run(t, 2*time.Minute, env(), script, "-j", "2", "-R", "-F", "tar", dsn, d)
-	if r.code != 2 || !strings.Contains(lastLines(r.stderr, 2), "-R") {
-		t.Fatalf("-R -F tar: exit %d, want 2 and a reason:\n%s", r.code, r.stderr)
+	r = run(t, 10*time.Minute, env(), script, "-j", "2", "-R", "-F", "tar", "--compress", "zstd", dsn, d)
+	stop()
+	if r.code != 0 {
+		t.Fatalf("-R -F tar: exit %d\n%s", r.code, r.stderr)
 	}
-	if _, err := os.Stat(d); err == nil {
-		t.Fatalf("the refused run left %s", d)
+	if v := run(t, 5*time.Minute, env(), bin("pgbb-pack"), "--verify", d); v.code != 0 {
+		t.Fatalf("pgbb-pack --verify of the -R tar set: %s", v.stderr)
+	}
+	data, _ := s.extractTar(t, d, ".tar.zst")
+	auto, _ = os.ReadFile(filepath.Join(data, "postgresql.auto.conf"))
+	if i, j := strings.Index(string(auto), "work_mem = '7MB'"), strings.Index(string(auto), want); i < 0 || j < i || strings.Contains(string(auto), secret) {
+		t.Fatalf("-R -F tar: postgresql.auto.conf, want the server's settings, then %q, and no password:\n%s", want, auto)
+	}
+	if _, err := os.Stat(filepath.Join(data, "standby.signal")); err != nil {
+		t.Fatalf("-R -F tar: no standby.signal in base.tar: %v", err)
+	}
+	if err := pgtest.ChownToServerUser(data); err != nil {
+		t.Fatal(err)
+	}
+	standby2 := pgtest.Start(t, data)
+	if got := standby2.Psql(t, "postgres", "SELECT pg_is_in_recovery(), current_setting('work_mem')"); got != "t|7MB" {
+		t.Fatalf("the tar copy: pg_is_in_recovery(), work_mem = %s, want t|7MB", got)
+	}
+	c.Psql(t, "postgres", "INSERT INTO after_backup VALUES (43)")
+	deadline = time.Now().Add(60 * time.Second)
+	for standby2.Psql(t, "postgres", "SELECT count(*) FROM after_backup") != "2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the row written after the tar backup never reached the tar copy")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/resume"
 	"github.com/pgbb/pgbb/internal/wal"
 )
@@ -108,7 +109,7 @@ func (p *packer) commit() error {
 	if len(p.badPages) > 0 {
 		return p.reportBadPages()
 	}
-	if p.o.RecoveryConf != "" {
+	if p.o.RecoveryConf != "" && p.o.Format != Tar { // the tar target wrote them into base.tar
 		if err := p.writeRecoveryConf(); err != nil {
 			return err
 		}
@@ -179,17 +180,17 @@ func (p *packer) reportBadPages() error {
 // pg_verifybackup's ignore list, so the manifest keeps the server's postgresql.auto.conf.
 func (p *packer) writeRecoveryConf() error {
 	mode := 0o600 | (os.FileMode(p.start.DirMode) & 0o040)
-	auto, err := os.ReadFile(filepath.Join(p.dest, "postgresql.auto.conf"))
+	auto, err := os.ReadFile(filepath.Join(p.dest, recoveryconf.AutoConf))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	if len(auto) > 0 && auto[len(auto)-1] != '\n' {
 		auto = append(auto, '\n')
 	}
-	if err := p.disk.writeWhole(p.dest, "postgresql.auto.conf", append(auto, p.o.RecoveryConf...), mode); err != nil {
+	if err := p.disk.writeWhole(p.dest, recoveryconf.AutoConf, append(auto, p.o.RecoveryConf...), mode); err != nil {
 		return fmt.Errorf("write postgresql.auto.conf: %w", err)
 	}
-	if err := p.disk.writeWhole(p.dest, "standby.signal", nil, mode); err != nil {
+	if err := p.disk.writeWhole(p.dest, recoveryconf.StandbySignal, nil, mode); err != nil {
 		return fmt.Errorf("write standby.signal: %w", err)
 	}
 	p.o.Log.Info("-R: standby.signal written, primary_conninfo appended to postgresql.auto.conf")

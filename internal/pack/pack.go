@@ -198,9 +198,6 @@ func Run(o Options, stdin io.Reader) (err error) {
 	if o.Resume && o.Incremental != nil {
 		return cliapp.Usage("take the incremental backup again into an empty DEST (it sends only the changed blocks)", "an incremental backup cannot be resumed")
 	}
-	if o.RecoveryConf != "" && o.Format == Tar {
-		return cliapp.Usage("take the backup in plain format, or leave out -R", "-R with -F tar is not supported yet")
-	}
 	var ref *reference
 	if o.Reference != "" {
 		// before DEST is prepared: --force must not empty OLD, nor a job write into it
@@ -294,7 +291,11 @@ func Run(o Options, stdin io.Reader) (err error) {
 	defer stopSink()
 	syscall.Umask(0)
 	if o.Format == Tar {
-		p.out = &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}, layout: layout}
+		tt := &tarTarget{dest: dest, log: o.Log, disk: disk{noSync: o.NoSync}, layout: layout}
+		if o.RecoveryConf != "" {
+			tt.recoveryConf = []byte(o.RecoveryConf)
+		}
+		p.out = tt
 	} else {
 		p.out = &plainTarget{dest: dest, mappings: o.Mappings, disk: disk{noSync: o.NoSync}, resume: o.Resume}
 	}

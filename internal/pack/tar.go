@@ -23,6 +23,7 @@ import (
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/crc32c"
 	"github.com/pgbb/pgbb/internal/manifest"
+	"github.com/pgbb/pgbb/internal/recoveryconf"
 )
 
 // tarTarget writes the layout of pg_basebackup -Ft (internal/tarlayout), compressed with xz or zstd:
@@ -53,6 +54,10 @@ type tarTarget struct {
 	hdr      tar.Header
 	now      time.Time
 	zbuf     []byte
+	// recoveryConf, for -R, is appended to postgresql.auto.conf in base.tar, and standby.signal is added
+	// (docs/toolbox.md, section 2); autoDone says the server's postgresql.auto.conf was written.
+	recoveryConf []byte
+	autoDone     bool
 }
 
 // tarLayout returns the tar layout of a --compress name: xz (the default) or zstd.
@@ -215,11 +220,14 @@ func (t *tarTarget) fileDone(path string, sum fileSum, present bool) error {
 	if !present {
 		return nil
 	}
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i].off < chunks[j].off })
+	if t.recoveryConf != nil && path == recoveryconf.AutoConf {
+		return t.autoConf(chunks, sum)
+	}
 	a, member, err := t.member(path)
 	if err != nil {
 		return err
 	}
-	sort.Slice(chunks, func(i, j int) bool { return chunks[i].off < chunks[j].off })
 	h := t.hdr
 	h.Typeflag, h.Name, h.Mode, h.Size = tar.TypeReg, member, int64(t.fileMode), size
 	if err := t.header(a, &h); err != nil {
@@ -269,8 +277,42 @@ func (t *tarTarget) release(chunks []spooledChunk) {
 	}
 }
 
-// whole writes a member pack holds in memory.
+// autoConf writes the server's postgresql.auto.conf with -R's lines appended. The manifest lists the
+// server's file, as in plain format: pg_verifybackup skips this file.
+func (t *tarTarget) autoConf(chunks []spooledChunk, sum fileSum) error {
+	var raw []byte
+	for _, c := range chunks {
+		if c.off >= uint64(sum.size) {
+			break
+		}
+		data := make([]byte, c.n)
+		if _, err := t.spool.ReadAt(data, c.pos); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		piece, err := compress.Decompress(t.layout.Codec(), data, int(c.rawLen))
+		if err != nil {
+			return fmt.Errorf("%s: %w", recoveryconf.AutoConf, err)
+		}
+		if crc32c.Checksum(piece) != c.rawCRC {
+			return fmt.Errorf("%s at offset %d: chunk checksum mismatch", recoveryconf.AutoConf, c.off)
+		}
+		raw = append(raw, piece...)
+	}
+	raw = raw[:min(int64(len(raw)), sum.size)]
+	if len(raw) > 0 && raw[len(raw)-1] != '\n' {
+		raw = append(raw, '\n')
+	}
+	t.autoDone = true
+	return t.wholeAs(recoveryconf.AutoConf, append(raw, t.recoveryConf...), &manifest.File{Path: recoveryconf.AutoConf, Size: sum.size, Modified: t.now, CRC32C: sum.crc})
+}
+
+// whole writes a member pack holds in memory, listed in the manifest.
 func (t *tarTarget) whole(path string, raw []byte) error {
+	return t.wholeAs(path, raw, &manifest.File{Path: path, Size: int64(len(raw)), Modified: t.now, CRC32C: crc32c.Checksum(raw)})
+}
+
+// wholeAs writes a member pack holds in memory, listed in the manifest as entry (nil: not listed).
+func (t *tarTarget) wholeAs(path string, raw []byte, entry *manifest.File) error {
 	a, member, err := t.member(path)
 	if err != nil {
 		return err
@@ -286,7 +328,9 @@ func (t *tarTarget) whole(path string, raw []byte) error {
 	if err := t.pad(a, int64(len(raw))); err != nil {
 		return err
 	}
-	t.entries = append(t.entries, manifest.File{Path: path, Size: int64(len(raw)), Modified: t.now, CRC32C: crc32c.Checksum(raw)})
+	if entry != nil {
+		t.entries = append(t.entries, *entry)
+	}
 	return nil
 }
 
@@ -307,7 +351,21 @@ func (t *tarTarget) writeLabel(end *chunkstream.BackupEnd) error {
 		return err
 	}
 	if len(end.TablespaceMap) > 0 {
-		return t.whole("tablespace_map", end.TablespaceMap)
+		if err := t.whole("tablespace_map", end.TablespaceMap); err != nil {
+			return err
+		}
+	}
+	if t.recoveryConf != nil {
+		// as in plain format, neither file the source did not have is in the manifest
+		if !t.autoDone {
+			if err := t.wholeAs(recoveryconf.AutoConf, t.recoveryConf, nil); err != nil {
+				return err
+			}
+		}
+		if err := t.wholeAs(recoveryconf.StandbySignal, nil, nil); err != nil {
+			return err
+		}
+		t.log.Info("-R: standby.signal and primary_conninfo in postgresql.auto.conf written into %s", t.layout.Base())
 	}
 	return nil
 }

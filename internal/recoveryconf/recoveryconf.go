@@ -103,6 +103,12 @@ func PrimaryConninfo(dsn string, env []string, r Resolved, withPassword bool) (s
 	return strings.Join(parts, " "), nil
 }
 
+// The files -R writes into a backup (src/fe_utils/recovery_gen.c, WriteRecoveryConfig).
+const (
+	AutoConf      = "postgresql.auto.conf"
+	StandbySignal = "standby.signal"
+)
+
 // AutoConfLines returns the lines -R appends to postgresql.auto.conf (WriteRecoveryConfig,
 // recovery_gen.c): a comment and primary_conninfo, the conninfo's quotes and backslashes doubled as a
 // configuration value needs (escape_quotes).

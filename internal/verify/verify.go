@@ -531,7 +531,12 @@ func (v *verifier) verifyTar() error {
 		}
 		return "missing from " + archive
 	}
-	v.finish(func(path string) string { return why(l.ArchiveOf(path)) })
+	v.finish(func(path string) string {
+		if isIgnored(path) {
+			return ""
+		}
+		return why(l.ArchiveOf(path))
+	})
 
 	if _, err := os.Stat(filepath.Join(v.dir, walArchive)); err != nil {
 		v.report(walArchive, "missing")
@@ -546,6 +551,10 @@ func (v *verifier) verifyTar() error {
 // dataMember checks a member of base.tar or of a tablespace's archive; path is the manifest path the
 // member's name maps to.
 func (v *verifier) dataMember(path string, size int64, r io.Reader) error {
+	if isIgnored(path) {
+		// as in a plain backup: astreamer_verify.c skips the members on the ignore list (-R's files)
+		return nil
+	}
 	e := v.entries[path]
 	if e == nil {
 		v.report(path, "not in the manifest")
