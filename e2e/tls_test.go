@@ -7,9 +7,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,7 +77,8 @@ func makeCA(t *testing.T) string {
 // Issue 15, TLS (docs/toolbox.md, section 6): a server with ssl = on and a certificate from a CA the test
 // made. sslmode=verify-full by the certificate's name backs up and restores; by another name (the
 // address) it is refused with the reason and a hint, before anything starts; a connection that is not
-// verified to a host that is not loopback gets a warning (server.Unverified's unit test covers which).
+// verified to a host that is not loopback gets a warning (TestUnverifiedTLSWarning, and server.Unverified's
+// unit test for which hosts).
 func TestTLSVerifyFull(t *testing.T) {
 	if ips, _ := net.LookupIP("localhost"); len(ips) == 0 {
 		t.Fatal("localhost does not resolve")
@@ -109,4 +112,68 @@ func TestTLSVerifyFull(t *testing.T) {
 		t.Errorf("the refused run left %s", d)
 	}
 	expectNothingOnServer(t, c)
+}
+
+// Issue 15, TLS: the warning for a connection that is not verified, to an address that is not loopback.
+// The test gives lo a second address, 10.213.7.1 (not loopback to Go's net.IP nor to pgbb), and forwards
+// it to the test server, which listens on 127.0.0.1 only. A run by that address with sslmode=disable warns
+// once, naming the host, and still backs up; the same run by 127.0.0.1 does not warn. Needs root for the
+// address.
+func TestUnverifiedTLSWarning(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root, to add an address to lo (ip addr add)")
+	}
+	const addr = "10.213.7.1"
+	if out, err := exec.Command("ip", "addr", "add", addr+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add %s/32 dev lo: %v %s", addr, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "addr", "del", addr+"/32", "dev", "lo").Run() })
+	s := newSource(t, 1)
+	c := s.c
+	l, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { io.Copy(out, in); out.(*net.TCPConn).CloseWrite() }()
+				io.Copy(in, out)
+			}()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	dsn := "host=" + addr + " port=" + strconv.Itoa(port) + " user=" + c.User + " dbname=postgres sslmode=disable"
+	dest, tsNew := c.TempDir(t), c.TempDir(t)
+	r := run(t, 5*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, dsn, dest)
+	if r.code != 0 {
+		t.Fatalf("a run by %s: exit %d\n%s", addr, r.code, r.stderr)
+	}
+	const warning = "warning: the connection to " + addr + " is not verified"
+	if n := strings.Count(r.stderr, warning); n != 1 {
+		t.Fatalf("a run by %s with sslmode=disable: %d warnings %q, want one:\n%s", addr, n, warning, r.stderr)
+	}
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(line, warning) {
+			t.Logf("%s", line)
+		}
+	}
+	s.verifyPlain(t, dest)
+
+	dest2, tsNew2 := c.TempDir(t), c.TempDir(t)
+	r = run(t, 5*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew2, c.DSN(), dest2)
+	if r.code != 0 || strings.Contains(r.stderr, "is not verified") {
+		t.Fatalf("a run by %s: exit %d, want 0 and no warning:\n%s", c.Host, r.code, r.stderr)
+	}
 }
