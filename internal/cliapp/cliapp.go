@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/urfave/cli/v2"
 )
 
@@ -133,6 +134,7 @@ func (l *Logger) Info(format string, a ...any) {
 // Main runs app and exits with the right code. Only Main exits.
 func Main(app *cli.App) {
 	prog := app.Name
+	timeline.Start(prog)
 	app.HideHelpCommand = true
 	setVersion(app)
 	setDebug(app)
@@ -147,6 +149,7 @@ func Main(app *cli.App) {
 	interrupted := ctx.Err() != nil
 	stop()
 	if err == nil {
+		timeline.Mark("exit 0")
 		os.Exit(ExitOK)
 	}
 	code := ExitFailure
@@ -176,6 +179,7 @@ func Main(app *cli.App) {
 	}
 	// one write: the error and its hint stay adjacent when many processes share stderr
 	io.WriteString(os.Stderr, msg)
+	timeline.Mark("exit %d", code)
 	os.Exit(code)
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/pgbb/pgbb/internal/pagecheck"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/testhook"
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
 
@@ -106,6 +107,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	if err != nil {
 		return err
 	}
+	timeline.Mark("output open (offer: direct %v)", offer.Direct)
 	var direct *directwrite.Writer
 	if offer.Direct {
 		// the job writes its ranges into the target (docs/direct-write.md), with the source's modes exactly
@@ -410,6 +412,7 @@ func (ic *itemCopy) remaining() (off, length int64) {
 // from their first piece not yet proved (docs/resume.md, "Retry"): every record already written describes
 // whole pieces, so nothing is half-kept. It gives up after f.retries tries in a row without progress.
 func (f *fetcher) batch(items []*worklist.Item) error {
+	timeline.Mark("batch of %d items", len(items))
 	ics := make([]*itemCopy, len(items))
 	for i, it := range items {
 		ics[i] = &itemCopy{it: it, status: chunkstream.Stored}

@@ -19,6 +19,7 @@ import (
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/progress"
 	"github.com/pgbb/pgbb/internal/server"
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/pgbb/pgbb/internal/worklist"
 )
 
@@ -137,6 +138,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	if err := out.Flush(); err != nil {
 		return err
 	}
+	timeline.Mark("work list of %d items written", len(l.items))
 	if o.TotalFile != "" {
 		var bytes int64
 		for _, it := range l.items {

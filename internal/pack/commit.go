@@ -15,6 +15,7 @@ import (
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/resume"
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -25,6 +26,8 @@ import (
 // (invariant 4), then everything durable, and then, last, backup_manifest, the commit marker
 // (invariant 10).
 func (p *packer) commit() error {
+	timeline.Mark("commit")
+	defer timeline.Mark("committed")
 	if p.start == nil {
 		return errors.New("no backup start record: pgbb-xlog's stream is missing")
 	}

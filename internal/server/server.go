@@ -27,6 +27,7 @@ import (
 	"github.com/pgbb/pgbb/internal/controlfile"
 	"github.com/pgbb/pgbb/internal/pgversion"
 	"github.com/pgbb/pgbb/internal/ratelimit"
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -90,10 +91,12 @@ func Connect(ctx context.Context, dsn, appName string, session bool) (*Conn, err
 	if l := rateLimiter(); l != nil {
 		cfg.DialFunc = ratelimit.Dial(d, l)
 	}
+	t0 := time.Now()
 	pg, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	timeline.Mark("connected in %.1f ms", time.Since(t0).Seconds()*1000)
 	c := &Conn{pg: pg}
 	var v string
 	if err := pg.QueryRow(ctx, "SELECT current_setting('server_version_num')").Scan(&v); err != nil {

@@ -37,6 +37,7 @@ import (
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/sink"
 	"github.com/pgbb/pgbb/internal/testhook"
+	"github.com/pgbb/pgbb/internal/timeline"
 	"github.com/pgbb/pgbb/internal/wal"
 )
 
@@ -186,7 +187,9 @@ func (s *session) begin() error {
 	if label == "" {
 		label = "pgbb base backup"
 	}
+	timeline.Mark("start backup (checkpoint)")
 	startLSN, err := s.conn.StartBackup(ctx, label, s.o.Fast)
+	timeline.Mark("backup started")
 	if err != nil {
 		return cliapp.WithHint(fmt.Errorf("start backup: %w", err), "the role needs EXECUTE on "+s.conn.Major.StartFunction())
 	}
@@ -332,6 +335,7 @@ func (s *session) runChild() error {
 		return fmt.Errorf("start %s: %w", s.o.Child[0], err)
 	}
 	pgid := cmd.Process.Pid
+	timeline.Mark("child started")
 	fwdDone := make(chan error, 1)
 	go func() { fwdDone <- s.forward(pipe, "child output") }()
 	waitDone := make(chan error, 1)
@@ -391,6 +395,7 @@ func (s *session) runChild() error {
 			return s.ctx.Err()
 		}
 	}
+	timeline.Mark("child ended")
 	if fwdErr != nil {
 		return fmt.Errorf("child output: %w", fwdErr)
 	}
@@ -632,7 +637,9 @@ func (s *session) finish() error {
 	if err := s.sw.WriteOutcome(chunkstream.Outcome{Status: chunkstream.Stored, Length: uint64(len(ctl)), Final: true, Stored: uint64(len(ctl)), Path: controlfile.Path}); err != nil {
 		return err
 	}
+	timeline.Mark("stop backup")
 	stop, label, spcmap, err := s.conn.StopBackup(s.ctx)
+	timeline.Mark("backup stopped")
 	if err != nil {
 		return fmt.Errorf("stop backup: %w", err)
 	}
@@ -655,6 +662,7 @@ func (s *session) finish() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	timeline.Mark("WAL through the stop copied")
 	if err := s.copyHistoryFiles(); err != nil {
 		return err
 	}
