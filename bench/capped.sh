@@ -4,6 +4,8 @@
 # 8 bits of the client port: server-to-client packets are classified by destination port) capped at
 # ${PGBB_BENCH_RATE:-100mbit}; traffic to the server is not capped. Native pg_basebackup -Fp -Xstream is one
 # data flow; pgbb -j N has N. Default scale 10, 3 runs, pgbb -j 1 2 4 8. Needs root (ip netns, tc).
+# PGBB_BENCH_OTHER=DIR, a built checkout of another commit (git worktree add DIR COMMIT; make -C DIR build),
+# runs that checkout's pgbb-basebackup too, alternated with this one's in every run, on the same cluster.
 source "$(dirname "$0")/lib.sh"
 scale=${1:-10} runs=${2:-3}
 shift $(( $# > 2 ? 2 : $# ))
@@ -34,13 +36,19 @@ tcp="host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 out=$dst/out
 native() { rm -rf "$out"; inns pg_basebackup -d "$tcp" -D "$out" -Fp -Xstream -c fast; }
 pgbb() { rm -rf "$out"; PGBB_DSN=$tcp inns "$here/scripts/pgbb-basebackup" -j "$1" "" "$out"; }
-: >"$work/native"; for j in "${jobs[@]}"; do : >"$work/j$j"; done
+other=${PGBB_BENCH_OTHER:-}
+opgbb() { rm -rf "$out"; PGBB_DSN=$tcp inns "$other/scripts/pgbb-basebackup" -j "$1" "" "$out"; }
+: >"$work/native"; for j in "${jobs[@]}"; do : >"$work/j$j"; : >"$work/o$j"; done
 for i in $(seq "$runs"); do
 	seconds native >>"$work/native"
 	line="run $i: native $(tail -1 "$work/native") s"
 	for j in "${jobs[@]}"; do
 		seconds pgbb "$j" >>"$work/j$j"
 		line+=", -j $j $(tail -1 "$work/j$j") s"
+		if [ -n "$other" ]; then
+			seconds opgbb "$j" >>"$work/o$j"
+			line+=" (other: $(tail -1 "$work/o$j") s)"
+		fi
 	done
 	echo "$line" >&2
 done
@@ -56,5 +64,9 @@ printf '%-50s %8.2f\n' "pg_basebackup -Fp -Xstream -c fast" "$n"
 for j in "${jobs[@]}"; do
 	p=$(median <"$work/j$j")
 	printf '%-50s %8.2f %7.2fx\n' "pgbb -j $j" "$p" "$(echo "$n/$p" | bc -l)"
+	if [ -n "$other" ]; then
+		p=$(median <"$work/o$j")
+		printf '%-50s %8.2f %7.2fx\n' "pgbb -j $j of $(git -C "$other" rev-parse --short HEAD)" "$p" "$(echo "$n/$p" | bc -l)"
+	fi
 done
 echo "goal: pgbb -j 8 at least 6x faster than native" >&2

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -86,4 +88,45 @@ func TestMaxRate(t *testing.T) {
 	}
 	t.Logf("--max-rate-file: 1 MB/s, then 0 at 3 s: %d bytes in %.1f s", fetched, elapsed)
 	s.verifyPlain(t, dest2)
+}
+
+// SIGTERM and SIGINT to the script mid-run (a user's kill, a scheduler's timeout, Ctrl-C): the run stops
+// within seconds, says so, dies of the signal as a shell loop expects, keeps DEST marked incomplete
+// without backup_manifest, and leaves no process and no session behind. The run is slowed by --max-rate
+// so that it is surely in the copy when the signal comes.
+func TestSignalStopsTheRun(t *testing.T) {
+	s := newSource(t, 5)
+	c := s.c
+	for sig, name := range map[syscall.Signal]string{syscall.SIGTERM: "SIGTERM", syscall.SIGINT: "SIGINT"} {
+		dest, tsNew := c.TempDir(t), c.TempDir(t)
+		marker := "PGBB_TEST_MARK=" + name + strconv.Itoa(os.Getpid())
+		cmd := exec.Command(script, "-j", "2", "--max-rate", "4M", "-T", s.tsDir+"="+tsNew, c.DSN(), dest)
+		cmd.Env = env(marker)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		cmd.Process.Signal(sig)
+		start := time.Now()
+		cmd.Wait()
+		took := time.Since(start)
+		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != sig || took > 15*time.Second {
+			t.Fatalf("%v: the script ended with %v after %v, want death by %v within seconds:\n%s", sig, cmd.ProcessState, took, sig, stderr.String())
+		}
+		if !strings.Contains(lastLines(stderr.String(), 1), "interrupted by "+name) {
+			t.Fatalf("%v: last line does not say the interruption:\n%s", sig, stderr.String())
+		}
+		if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
+			t.Fatalf("%v: an interrupted run wrote backup_manifest", sig)
+		}
+		if _, err := os.Stat(filepath.Join(dest, ".pgbb-incomplete")); err != nil {
+			t.Fatalf("%v: DEST is not marked incomplete: %v", sig, err)
+		}
+		expectNothingLeft(t, marker)
+		expectNothingOnServer(t, c)
+		t.Logf("%v: stopped in %v: %s", sig, took.Round(time.Millisecond), lastLines(stderr.String(), 1))
+	}
 }

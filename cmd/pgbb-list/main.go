@@ -24,6 +24,7 @@ func main() {
 			&cli.BoolFlag{Name: "inspect", Usage: "list without a backup in progress (the list cannot be used to back up)"},
 			&cli.Int64Flag{Name: "split-size", Usage: "largest byte range of one work item (default 32 MiB, or chosen from --jobs)"},
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "how many fetch jobs will share the list: cut files so each gets about 8 items' worth"},
+			&cli.IntFlag{Name: "groups", Usage: "the fan-out cuts the list into N runs of ceil(lines/N) consecutive lines (xargs -n, parallel -N): arrange the items so that the runs carry about equal bytes"},
 			&cli.StringFlag{Name: "backup-id", EnvVars: []string{"PGBB_BACKUP_ID"}, Usage: "the running backup's id (set by pgbb-xlog)"},
 			&cli.StringFlag{Name: "incremental", Aliases: []string{"i"}, Usage: "list an incremental backup against the prior backup whose backup_manifest (or directory) this is (PostgreSQL 17 and later, summarize_wal = on)"},
 			&cli.StringFlag{Name: "total-file", EnvVars: []string{"PGBB_PROGRESS_TOTAL"}, Usage: "also leave the list's total (items and bytes) in FILE, for pgbb-pack --progress"},
@@ -40,6 +41,7 @@ func main() {
 				Inspect:   c.Bool("inspect"),
 				SplitSize: c.Int64("split-size"),
 				Jobs:      c.Int("jobs"),
+				Groups:    c.Int("groups"),
 				Log:       log,
 
 				Incremental: c.String("incremental"),

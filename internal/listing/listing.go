@@ -40,7 +40,10 @@ type Options struct {
 	// list holds about 8 items' worth per job (from 1 MiB to DefaultSplitSize per item), which keeps the
 	// jobs' shares even when the data is small against the jobs' count, as on a slow link with many jobs.
 	Jobs int
-	Log  *cliapp.Logger // skipped entries are reported with their reason when Log.Verbose
+	// Groups, when more than 1, is how many runs of consecutive lines the fan-out cuts the list into (runs
+	// of ceil(lines/Groups) lines): the items are then arranged so that the runs carry about equal bytes.
+	Groups int
+	Log    *cliapp.Logger // skipped entries are reported with their reason when Log.Verbose
 	// Incremental is the prior backup's backup_manifest (or its directory): the list is then that of an
 	// incremental backup, PostgreSQL 17 and later (docs/incremental.md).
 	Incremental string
@@ -129,6 +132,7 @@ func Run(ctx context.Context, o Options, w io.Writer) error {
 	seed.Write([]byte(o.BackupID))
 	r := rand.New(rand.NewPCG(seed.Sum64(), 0x70676262))
 	r.Shuffle(len(l.items), func(i, j int) { l.items[i], l.items[j] = l.items[j], l.items[i] })
+	l.items = groupLines(l.items, o.Groups)
 	out := bufio.NewWriterSize(w, 64<<10)
 	for i, it := range l.items {
 		it.Seq = uint64(i + 1)
