@@ -43,13 +43,14 @@ func groupLines(items []worklist.Item, groups int) []worklist.Item {
 		room[best]--
 		bytes[best] += items[i].Length
 	}
+	// within a run the items keep their order
+	runs := make([][]worklist.Item, n)
+	for i, it := range items {
+		runs[group[i]] = append(runs[group[i]], it)
+	}
 	out := make([]worklist.Item, 0, len(items))
-	for g := 0; g < n; g++ {
-		for i, it := range items {
-			if group[i] == g {
-				out = append(out, it)
-			}
-		}
+	for _, run := range runs {
+		out = append(out, run...)
 	}
 	return out
 }

@@ -289,12 +289,9 @@ func (t *tarTarget) autoConf(chunks []spooledChunk, sum fileSum) error {
 		if _, err := t.spool.ReadAt(data, c.pos); err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
-		piece, err := compress.Decompress(t.layout.Codec(), data, int(c.rawLen))
+		piece, err := rawData(&chunkstream.Chunk{Path: recoveryconf.AutoConf, Offset: c.off, Codec: t.layout.Codec(), RawLen: c.rawLen, RawCRC: c.rawCRC, Data: data})
 		if err != nil {
-			return fmt.Errorf("%s: %w", recoveryconf.AutoConf, err)
-		}
-		if crc32c.Checksum(piece) != c.rawCRC {
-			return fmt.Errorf("%s at offset %d: chunk checksum mismatch", recoveryconf.AutoConf, c.off)
+			return err
 		}
 		raw = append(raw, piece...)
 	}

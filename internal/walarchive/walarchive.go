@@ -136,10 +136,10 @@ func (s State) Gap() (uint64, bool) {
 
 // Pending is a segment being written under its temporary name.
 type Pending struct {
-	d    *Dir
-	seg  wal.Segment
-	f    *os.File
-	size uint64
+	d          *Dir
+	name       string
+	f          *os.File
+	size, want uint64
 }
 
 // Create starts writing seg. Commit makes it part of the directory; Abort removes it.
@@ -147,12 +147,17 @@ func (d *Dir) Create(seg wal.Segment) (*Pending, error) {
 	if seg.Size != d.segSize {
 		return nil, fmt.Errorf("segment %s of %d bytes in a directory of %d-byte segments", seg.Name(), seg.Size, d.segSize)
 	}
-	tmp := filepath.Join(d.path, "."+seg.Name()+".tmp")
+	return d.create(seg.Name(), seg.Size)
+}
+
+// create starts writing name, which must get want bytes.
+func (d *Dir) create(name string, want uint64) (*Pending, error) {
+	tmp := filepath.Join(d.path, "."+name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	return &Pending{d: d, seg: seg, f: f}, nil
+	return &Pending{d: d, name: name, f: f, want: want}, nil
 }
 
 // Write appends to the segment.
@@ -162,11 +167,11 @@ func (p *Pending) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// Commit checks that the segment is whole, makes it durable under its name, and removes its partial.
+// Commit checks that the file is whole, makes it durable under its name, and removes its partial.
 func (p *Pending) Commit() error {
-	if p.size != p.seg.Size {
+	if p.size != p.want {
 		p.Abort()
-		return fmt.Errorf("segment %s: %d bytes written, a segment has %d", p.seg.Name(), p.size, p.seg.Size)
+		return fmt.Errorf("segment %s: %d bytes written, a segment has %d", p.name, p.size, p.want)
 	}
 	tmp := p.f.Name()
 	if err := p.f.Sync(); err != nil {
@@ -177,7 +182,7 @@ func (p *Pending) Commit() error {
 		os.Remove(tmp)
 		return err
 	}
-	final := filepath.Join(p.d.path, p.seg.Name())
+	final := filepath.Join(p.d.path, p.name)
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
 		return err
@@ -222,33 +227,17 @@ func (d *Dir) WritePartial(seg wal.Segment, off uint64, b []byte) error {
 	return syncDir(d.path)
 }
 
-// WriteHistory writes a timeline's history file whole: temporary name, fsync, rename.
+// WriteHistory writes a timeline's history file whole, as a segment is: temporary name, fsync, rename.
 func (d *Dir) WriteHistory(tli uint32, data []byte) error {
-	name := wal.HistoryFileName(tli)
-	tmp := filepath.Join(d.path, "."+name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	p, err := d.create(wal.HistoryFileName(tli), uint64(len(data)))
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
+	if _, err := p.Write(data); err != nil {
+		p.Abort()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(d.path, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(d.path)
+	return p.Commit()
 }
 
 func syncDir(path string) error {
