@@ -149,6 +149,13 @@ func (s *source) startAndCheck(t *testing.T, dest, tsNew string) *pgtest.Cluster
 		t.Fatal(err)
 	}
 	r := pgtest.Start(t, dest)
+	s.checkRestored(t, r, tsNew)
+	return r
+}
+
+// checkRestored is the oracle on a restored cluster that has started and ended its recovery.
+func (s *source) checkRestored(t *testing.T, r *pgtest.Cluster, tsNew string) {
+	t.Helper()
 	if got := r.Psql(t, "postgres", "SELECT pg_is_in_recovery()"); got != "f" {
 		t.Fatalf("restored cluster in recovery: %s", got)
 	}
@@ -179,13 +186,12 @@ func (s *source) startAndCheck(t *testing.T, dest, tsNew string) *pgtest.Cluster
 SELECT count(bt_index_check(c.oid, true)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't'`)
 		}
-		return r
+		return
 	}
 	am := r.Command("pg_amcheck", "--all", "--heapallindexed", "--install-missing")
 	if out, err := am.CombinedOutput(); err != nil {
 		t.Fatalf("pg_amcheck: %v\n%s", err, out)
 	}
-	return r
 }
 
 // verifyPlain runs the stock verifier of the source's major on a plain backup: pg_verifybackup 18 for 18,

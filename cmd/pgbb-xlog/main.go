@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgbb/pgbb/internal/cliapp"
 	"github.com/pgbb/pgbb/internal/compress"
+	"github.com/pgbb/pgbb/internal/continuous"
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/ratelimit"
@@ -29,7 +30,8 @@ func main() {
 			"global/pg_control, calls pg_backup_stop and copies the remaining WAL. Without CMD it prints\n" +
 			"PGBB_BACKUP_ID on stderr and runs until a line \"stop\" on stdin (finish the backup) or SIGINT or\n" +
 			"SIGTERM (abandon it). The DSN may also come from PGBB_DSN, which keeps a password off command lines.\n" +
-			"With --check it only checks that a backup can run, and exits.",
+			"With --check it only checks that a backup can run, and exits. With --continuous DIR it takes no backup\n" +
+			"and copies the WAL into DIR in a loop, holding what it has not copied with the slot --slot.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Value: "fast", Usage: "fast or spread"},
 			&cli.StringFlag{Name: "label", Aliases: []string{"l"}, Value: "pgbb base backup", Usage: "backup label"},
@@ -42,6 +44,9 @@ func main() {
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "with --check: the fetch jobs that will run at once, each on its own connection"},
 			&cli.StringFlag{Name: "max-rate", Aliases: []string{"r"}, Usage: "limit what the run reads from the server, over all its connections and children, to RATE (kB/s, or with a suffix k or M, as pg_basebackup; 0: unlimited)"},
 			&cli.StringFlag{Name: "max-rate-file", Usage: "follow the rate in FILE while the run goes on: read every 250ms, a new value applies at once (write it whole, through a rename)"},
+			&cli.StringFlag{Name: "continuous", Usage: "take no backup: copy every completed WAL segment into `DIR` until SIGINT or SIGTERM, for restore_command (docs/continuous-wal.md)"},
+			&cli.StringFlag{Name: "slot", Aliases: []string{"S"}, Usage: "with --continuous: the `NAME` of the permanent physical replication slot that holds the WAL not copied yet"},
+			&cli.BoolFlag{Name: "create-slot", Usage: "with --continuous: create the slot when it does not exist"},
 			&cli.StringFlag{Name: "incremental", Usage: "with --check: the run is incremental against this prior backup (its backup_manifest or directory): check that the server takes incremental backups of its cluster"},
 		},
 		Action: func(c *cli.Context) error {
@@ -61,6 +66,18 @@ func main() {
 			limit, err := ratelimit.ParseLimit(c.String("max-rate"), c.String("max-rate-file"))
 			if err != nil {
 				return cliapp.Usage("give --max-rate as pg_basebackup takes it: 32 to 1048576 kB/s, as 500k or 10M; 0 for no limit", "%v", err)
+			}
+			if dir := c.String("continuous"); dir != "" {
+				switch {
+				case len(child) > 0 || c.Bool("check"):
+					return cliapp.Usage("pgbb-xlog --continuous DIR --slot NAME [DSN]", "--continuous takes no backup: it runs no command and no --check")
+				case c.String("slot") == "":
+					return cliapp.Usage("name the slot that holds the WAL not copied yet: --slot NAME (with --create-slot to make it)", "--continuous needs --slot")
+				case c.Duration("delay") <= 0:
+					return cliapp.Usage("give a pause between rounds such as 1s", "bad --delay %s", c.Duration("delay"))
+				}
+			} else if c.String("slot") != "" || c.Bool("create-slot") {
+				return cliapp.Usage("a backup's own slot is temporary and made by pgbb-xlog; --slot is for --continuous", "--slot and --create-slot need --continuous")
 			}
 			if c.Bool("check") {
 				if len(child) > 0 {
@@ -91,17 +108,22 @@ func main() {
 				log.Info("%s", msg)
 			}
 			start := time.Now()
-			err = session.Run(c.Context, session.Options{
-				DSN:      cliapp.DSN(dsn, server.Password),
-				Label:    c.String("label"),
-				Fast:     fast,
-				Delay:    c.Duration("delay"),
-				Compress: c.String("compress"),
-				Level:    c.Int("compress-level"),
-				NoSlot:   c.Bool("no-slot"),
-				Child:    child,
-				Log:      log,
-			}, os.Stdin, os.Stdout)
+			if dir := c.String("continuous"); dir != "" {
+				err = continuous.Run(c.Context, continuous.Options{DSN: cliapp.DSN(dsn, server.Password), Dir: dir,
+					Slot: c.String("slot"), CreateSlot: c.Bool("create-slot"), Delay: c.Duration("delay"), Log: log})
+			} else {
+				err = session.Run(c.Context, session.Options{
+					DSN:      cliapp.DSN(dsn, server.Password),
+					Label:    c.String("label"),
+					Fast:     fast,
+					Delay:    c.Duration("delay"),
+					Compress: c.String("compress"),
+					Level:    c.Int("compress-level"),
+					NoSlot:   c.Bool("no-slot"),
+					Child:    child,
+					Log:      log,
+				}, os.Stdin, os.Stdout)
+			}
 			if shared != nil {
 				secs := time.Since(start).Seconds()
 				log.Info("max rate: the run read %d bytes from the server in %.1f s (%s), the limit %s at the end",

@@ -7,6 +7,7 @@ package walarchive
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,15 +20,19 @@ import (
 // PartialSuffix ends the name of the segment being written.
 const PartialSuffix = ".partial"
 
-// Dir is a directory of WAL files.
+// Dir is a directory of WAL files, locked by the process that opened it.
 type Dir struct {
 	path    string
 	segSize uint64
+	lock    *os.File
+	tmps    []string // interrupted writers' files, for RemoveInterrupted
 }
 
-// Open prepares path, made (0700) when missing, for segments of segSize bytes. It removes what an
-// interrupted writer left (".NAME.tmp": never renamed, so never complete) and refuses a directory that
-// holds anything but WAL segments, history files and partial segments.
+// Open prepares path, made (0700) when missing, for segments of segSize bytes. It refuses a directory that
+// holds anything but WAL segments, history files, partial segments and what an interrupted writer left
+// (".NAME.tmp"), and one that another process holds open (an exclusive flock on the directory). It
+// changes nothing but making a missing directory: RemoveInterrupted clears the interrupted writers' files
+// once the caller has checked the rest.
 func Open(path string, segSize uint64) (*Dir, error) {
 	if !wal.ValidSegmentSize(segSize) {
 		return nil, fmt.Errorf("bad WAL segment size %d", segSize)
@@ -43,16 +48,69 @@ func Open(path string, segSize uint64) (*Dir, error) {
 	for _, e := range ents {
 		name := e.Name()
 		if inner, ok := tmpOf(name); ok && d.isWALName(inner) {
-			if err := os.Remove(filepath.Join(path, name)); err != nil {
-				return nil, err
-			}
+			d.tmps = append(d.tmps, name)
 			continue
 		}
 		if !e.Type().IsRegular() || !d.isWALName(name) {
 			return nil, fmt.Errorf("%s holds %q, which is no WAL segment, partial segment or history file", path, name)
 		}
 	}
-	return d, syncDir(path)
+	if d.lock, err = os.Open(path); err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		d.lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+// RemoveInterrupted removes the files of writers interrupted before their rename: they were never
+// complete.
+func (d *Dir) RemoveInterrupted() error {
+	for _, name := range d.tmps {
+		if err := os.Remove(filepath.Join(d.path, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	d.tmps = nil
+	return syncDir(d.path)
+}
+
+// ReadPartial returns the first n bytes of seg's partial file.
+func (d *Dir) ReadPartial(seg wal.Segment, n uint64) ([]byte, error) {
+	f, err := os.Open(filepath.Join(d.path, seg.Name()+PartialSuffix))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("%s%s: %w", seg.Name(), PartialSuffix, err)
+	}
+	return b, nil
+}
+
+// Close releases the directory.
+func (d *Dir) Close() error { return d.lock.Close() }
+
+// Path is the directory's path.
+func (d *Dir) Path() string { return d.path }
+
+// CheckSegment reads a complete segment back and checks every page of it (wal.CheckPages): what a restart
+// resumes after must be the cluster's WAL, whole.
+func (d *Dir) CheckSegment(seg wal.Segment, magic uint16, systemID uint64) error {
+	b, err := os.ReadFile(filepath.Join(d.path, seg.Name()))
+	if err != nil {
+		return err
+	}
+	if uint64(len(b)) != d.segSize {
+		return fmt.Errorf("%s: %d bytes, a segment has %d", filepath.Join(d.path, seg.Name()), len(b), d.segSize)
+	}
+	return wal.CheckPages(b, 0, wal.Expect{Magic: magic, SystemID: systemID, Segment: seg})
 }
 
 func tmpOf(name string) (string, bool) {

@@ -63,11 +63,15 @@ func TestSegmentsAreWholeOrAbsent(t *testing.T) {
 	}
 	p, _ = d.Create(seg(1, 2))
 	p.Write(make([]byte, 4096)) // and the process dies here
-	if _, err := Open(path, segSize); err != nil {
+	d.Close()
+	if d, err = Open(path, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveInterrupted(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(path, "."+seg(1, 2).Name()+".tmp")); !os.IsNotExist(err) {
-		t.Fatalf("Open left the interrupted writer's file: %v", err)
+		t.Fatalf("RemoveInterrupted left the interrupted writer's file: %v", err)
 	}
 	s, err := d.Scan()
 	if err != nil {
@@ -122,11 +126,34 @@ func TestScanFindsGapsAndTimelines(t *testing.T) {
 		t.Fatal("a short segment under a segment's name was taken")
 	}
 	os.Remove(filepath.Join(path, seg(2, 10).Name()))
+	d.Close()
 	os.WriteFile(filepath.Join(path, "notes.txt"), nil, 0o600)
 	if _, err := Open(path, segSize); err == nil || !strings.Contains(err.Error(), "notes.txt") {
 		t.Fatalf("a directory with a foreign file: %v", err)
 	}
 	if _, err := Open(t.TempDir(), 3<<20); err == nil {
 		t.Fatal("a segment size that is not a power of two was taken")
+	}
+}
+
+func TestOpenLocksAndChecksBeforeChanging(t *testing.T) {
+	path := t.TempDir()
+	d, err := Open(path, segSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(path, segSize); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("a second Open of a held directory: %v", err)
+	}
+	d.Close()
+	// a foreign file: refused, and the interrupted writer's file beside it is not touched
+	tmp := filepath.Join(path, "."+seg(1, 4).Name()+".tmp")
+	os.WriteFile(tmp, nil, 0o600)
+	os.WriteFile(filepath.Join(path, "notes.txt"), nil, 0o600)
+	if _, err := Open(path, segSize); err == nil {
+		t.Fatal("a directory with a foreign file was taken")
+	}
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("a refused Open changed the directory: %v", err)
 	}
 }

@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgbb/pgbb/internal/pgtest"
+	"github.com/pgbb/pgbb/internal/wal"
+)
+
+// copier is one run of pgbb-xlog --continuous, as the server's OS user (restore_command, run by the
+// server, reads what it writes).
+type copier struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	done   chan struct{}
+}
+
+func startCopier(t *testing.T, c *pgtest.Cluster, dir, slot string, extraEnv ...string) *copier {
+	t.Helper()
+	cmd := c.ServerCommand(bin("pgbb-xlog"), "--continuous", dir, "--slot", slot, "--create-slot", "--delay", "200ms", "-v", c.DSN())
+	cmd.Env = env(extraEnv...)
+	k := &copier{cmd: cmd, done: make(chan struct{})}
+	cmd.Stderr = &k.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); close(k.done) }()
+	t.Cleanup(func() { k.kill() })
+	return k
+}
+
+// alive fails t with the copier's stderr when it has ended.
+func (k *copier) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case <-k.done:
+		t.Fatalf("pgbb-xlog --continuous ended: exit %d\n%s", k.cmd.ProcessState.ExitCode(), k.stderr.String())
+	default:
+	}
+}
+
+func (k *copier) kill() {
+	k.cmd.Process.Signal(syscall.SIGKILL)
+	<-k.done
+}
+
+// dirState lists a --continuous directory: complete segments by number, partials, temporary files.
+type dirState struct {
+	segments       []wal.Segment
+	partials, tmps []string
+}
+
+func scanWALDir(t *testing.T, dir string) dirState {
+	t.Helper()
+	var st dirState
+	ents, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".partial"):
+			st.partials = append(st.partials, name)
+		case strings.HasSuffix(name, ".tmp"):
+			st.tmps = append(st.tmps, name)
+		default:
+			if seg, err := wal.ParseSegmentName(name, 16<<20); err == nil {
+				st.segments = append(st.segments, seg)
+			}
+		}
+	}
+	sort.Slice(st.segments, func(i, j int) bool { return st.segments[i].No < st.segments[j].No })
+	return st
+}
+
+func (d dirState) lastNo() (uint64, bool) {
+	if len(d.segments) == 0 {
+		return 0, false
+	}
+	return d.segments[len(d.segments)-1].No, true
+}
+
+// slotWatch samples the slot against the directory while copiers run: the slot must never be ahead of
+// what the directory holds (WAL lost), nor hold back more than the segment being written.
+type slotWatch struct {
+	mu         sync.Mutex
+	samples    int
+	violations []string
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func watchSlot(t *testing.T, c *pgtest.Cluster, dir, slot string) *slotWatch {
+	w := &slotWatch{stop: make(chan struct{})}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			before := scanWALDir(t, dir)
+			out, err := c.Command("psql", "-XAtqc", "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '"+slot+"'").Output()
+			after := scanWALDir(t, dir)
+			lsn, perr := wal.ParseLSN(strings.TrimSpace(string(out)))
+			b, okb := before.lastNo()
+			a, _ := after.lastNo()
+			if err != nil || perr != nil || !okb {
+				continue
+			}
+			restart := uint64(lsn) / (16 << 20)
+			w.mu.Lock()
+			w.samples++
+			if restart < b {
+				w.violations = append(w.violations, fmt.Sprintf("slot at %s holds segment %d back, the directory ended with %d before", lsn, restart, b))
+			}
+			if restart > a+1 {
+				w.violations = append(w.violations, fmt.Sprintf("slot at %s is past the directory, which ends with segment %d", lsn, a))
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *slotWatch) finish(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	w.wg.Wait()
+	if len(w.violations) > 0 {
+		t.Fatalf("the slot left the directory's end in %d of %d samples: %s", len(w.violations), w.samples, strings.Join(w.violations, "; "))
+	}
+	if w.samples < 10 {
+		t.Fatalf("only %d samples of the slot", w.samples)
+	}
+	t.Logf("slot within one segment of the directory's end in all %d samples", w.samples)
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", within, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestContinuousWAL: pgbb-xlog --continuous copies a loaded primary's WAL into a directory while it is
+// killed twice (once halfway through writing a segment); a pgbb base backup taken meanwhile, restored
+// with restore_command from the directory, replays to the last segment and holds every transaction
+// committed before it; every segment passes pg_waldump; the slot stays within a segment of the directory.
+func TestContinuousWAL(t *testing.T) {
+	s := newSource(t, 5)
+	root := s.c.TempDir(t)
+	dir := filepath.Join(root, "wal")
+	const slot = "pgbb_wal"
+	stopLoad := s.load(t)
+	watch := watchSlot(t, s.c, dir, slot)
+
+	// first run: killed halfway through writing its first segment
+	hooks := &hooks{t: t, dir: s.c.TempDir(t)} // the copier runs as the server's user
+	k := startCopier(t, s.c, dir, slot, "PGBB_TEST_HOOKS="+hooks.dir)
+	waitFor(t, 3*time.Minute, "the copier halfway through a segment", func() bool {
+		k.alive(t)
+		_, err := os.Stat(filepath.Join(hooks.dir, "continuous-segment.reached"))
+		return err == nil
+	})
+	k.kill()
+	st := scanWALDir(t, dir)
+	if len(st.tmps) != 1 || len(st.segments) != 0 {
+		t.Fatalf("killed halfway through its first segment, the directory holds %+v: want one temporary file and no segment", st)
+	}
+	if !strings.Contains(k.stderr.String(), "created the physical replication slot "+slot) {
+		t.Fatalf("no slot creation said:\n%s", k.stderr.String())
+	}
+
+	// second run: removes the temporary file, copies segments, killed while it writes a partial
+	k = startCopier(t, s.c, dir, slot)
+	waitFor(t, 3*time.Minute, "three segments and a partial", func() bool {
+		k.alive(t)
+		st := scanWALDir(t, dir)
+		return len(st.segments) >= 3 && len(st.partials) == 1
+	})
+	k.kill()
+	if st := scanWALDir(t, dir); len(st.tmps) > 1 {
+		t.Fatalf("temporary files left: %v", st.tmps)
+	}
+
+	// third run: a pgbb base backup under load while it copies
+	k = startCopier(t, s.c, dir, slot)
+	dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+	r := run(t, 10*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup exit %d\n%s", r.code, r.stderr)
+	}
+	time.Sleep(2 * time.Second)
+	stopLoad()
+	// a killed client's backend may still be committing: the expected state is read once none is left
+	waitFor(t, time.Minute, "pgbench's backends gone", func() bool {
+		return s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") == "0"
+	})
+	want := s.c.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)")
+	switchLSN, err := wal.ParseLSN(s.c.Psql(t, "postgres", "SELECT pg_switch_wal()"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeg := uint64(switchLSN-1) / (16 << 20)
+	waitFor(t, time.Minute, "the switched segment in the directory", func() bool {
+		k.alive(t)
+		no, ok := scanWALDir(t, dir).lastNo()
+		return ok && no >= lastSeg
+	})
+	watch.finish(t)
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the copier did not stop on SIGTERM")
+	}
+	if code := k.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(k.stderr.String(), "stopped;") {
+		t.Fatalf("SIGTERM: exit %d\n%s", code, k.stderr.String())
+	}
+
+	// the directory: consecutive whole segments, no temporary file, all read by pg_waldump
+	st = scanWALDir(t, dir)
+	if len(st.tmps) != 0 {
+		t.Fatalf("temporary files left: %v", st.tmps)
+	}
+	for i := 1; i < len(st.segments); i++ {
+		if st.segments[i].No != st.segments[i-1].No+1 {
+			t.Fatalf("segment %d missing: %v", st.segments[i-1].No+1, st.segments)
+		}
+	}
+	for _, seg := range st.segments {
+		if fi, err := os.Stat(filepath.Join(dir, seg.Name())); err != nil || fi.Size() != 16<<20 {
+			t.Fatalf("segment %s: %v %v", seg.Name(), fi, err)
+		}
+	}
+	first, last := st.segments[0], st.segments[len(st.segments)-1]
+	dump := exec.Command(filepath.Join(pgtest.BinDir(), "pg_waldump"), "--stats", "-p", dir, first.Name(), last.Name())
+	if out, err := dump.CombinedOutput(); err != nil {
+		t.Fatalf("pg_waldump %s..%s: %v\n%s", first.Name(), last.Name(), err, lastLines(string(out), 10))
+	}
+	t.Logf("%d segments, %s to %s, pass pg_waldump", len(st.segments), first.Name(), last.Name())
+
+	// the backup restored with the directory: archive recovery to the end of the WAL there
+	s.verifyPlain(t, dest)
+	conf, err := os.OpenFile(filepath.Join(dest, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conf, "restore_command = 'cp %s/%%f %%p'\n", dir)
+	conf.Close()
+	if err := os.WriteFile(filepath.Join(dest, "recovery.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.ChownToServerUser(dest); err != nil {
+		t.Fatal(err)
+	}
+	restored := pgtest.Start(t, dest)
+	waitFor(t, 3*time.Minute, "the end of archive recovery", func() bool {
+		out, err := restored.Command("psql", "-XAtqc", "SELECT pg_is_in_recovery()").Output()
+		return err == nil && strings.TrimSpace(string(out)) == "f"
+	})
+	got := restored.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)")
+	if got != want {
+		t.Fatalf("restored with the directory: balance, history rows, tablespace rows %s; the primary had %s at the switch", got, want)
+	}
+	log, _ := os.ReadFile(restored.LogFile)
+	if !bytes.Contains(log, []byte("restored log file \""+last.Name()+"\" from archive")) {
+		t.Fatalf("the restore did not take the directory's last segment %s:\n%s", last.Name(), lastLines(string(log), 20))
+	}
+	s.checkRestored(t, restored, tsNew)
+}
