@@ -21,13 +21,32 @@ import (
 // server, reads what it writes).
 type copier struct {
 	cmd    *exec.Cmd
-	stderr bytes.Buffer
+	stderr lockedBuffer
 	done   chan struct{}
+}
+
+// lockedBuffer is a bytes.Buffer that a test may read while a process writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startCopier(t *testing.T, c *pgtest.Cluster, dir, slot string, extraEnv ...string) *copier {
 	t.Helper()
 	cmd := c.ServerCommand(bin("pgbb-xlog"), "--continuous", dir, "--slot", slot, "--create-slot", "--delay", "200ms", "-v", c.DSN())
+	cmd.Stdout = os.Stderr // nothing: --continuous writes no stream
 	cmd.Env = env(extraEnv...)
 	k := &copier{cmd: cmd, done: make(chan struct{})}
 	cmd.Stderr = &k.stderr
@@ -214,6 +233,16 @@ func TestContinuousWAL(t *testing.T) {
 	waitFor(t, time.Minute, "pgbench's backends gone", func() bool {
 		return s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") == "0"
 	})
+	// the server restarts under the copier, which connects again (the planted backup_label and
+	// tablespace_map and slot directory, which no restart would take, go first)
+	os.Remove(filepath.Join(s.c.Dir, "backup_label"))
+	os.Remove(filepath.Join(s.c.Dir, "tablespace_map"))
+	os.RemoveAll(filepath.Join(s.c.Dir, "pg_replslot", "planted_slot"))
+	s.c.Restart(t)
+	waitFor(t, time.Minute, "the copier connected again", func() bool {
+		k.alive(t)
+		return strings.Contains(k.stderr.String(), "connected again")
+	})
 	want := s.c.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)")
 	switchLSN, err := wal.ParseLSN(s.c.Psql(t, "postgres", "SELECT pg_switch_wal()"))
 	if err != nil {
@@ -286,4 +315,130 @@ func TestContinuousWAL(t *testing.T) {
 		t.Fatalf("the restore did not take the directory's last segment %s:\n%s", last.Name(), lastLines(string(log), 20))
 	}
 	s.checkRestored(t, restored, tsNew)
+}
+
+// runAsServer runs pgbb-xlog as the server's OS user.
+func runAsServer(t *testing.T, c *pgtest.Cluster, args ...string) result {
+	t.Helper()
+	cmd := c.ServerCommand(bin("pgbb-xlog"), args...)
+	cmd.Env = env()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("pgbb-xlog %v did not end\n%s", args, e.String())
+	}
+	return result{code: cmd.ProcessState.ExitCode(), stdout: o.String(), stderr: e.String()}
+}
+
+// listing is a directory's names, sizes and modification times.
+func listing(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+func slotCount(t *testing.T, c *pgtest.Cluster) string {
+	return c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots")
+}
+
+// TestContinuousRefusesBadInput: flags, a missing slot, a directory of another cluster, with a foreign
+// file, with a gap, in use, or whose end the server's WAL has moved past. Each is refused with a message
+// that names it; the directory is left as it was, and no slot is left made.
+func TestContinuousRefusesBadInput(t *testing.T) {
+	a := pgtest.New(t, pgtest.Options{})
+	b := pgtest.New(t, pgtest.Options{})
+	dir := filepath.Join(a.TempDir(t), "wal")
+	refused := func(r result, code int, want ...string) {
+		t.Helper()
+		if r.code != code {
+			t.Fatalf("exit %d, want %d\n%s", r.code, code, r.stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stderr, w) {
+				t.Fatalf("stderr lacks %q:\n%s", w, r.stderr)
+			}
+		}
+	}
+	refused(runAsServer(t, a, "--continuous", dir, a.DSN()), 2, "pgbb-xlog: error: --continuous needs --slot", "hint:")
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "Bad-Name", a.DSN()), 2, "bad slot name")
+	refused(runAsServer(t, a, "--slot", "s", a.DSN()), 2, "need --continuous")
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "s", a.DSN(), "--", "true"), 2, "runs no command")
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "nosuch", a.DSN()), 2, "replication slot nosuch does not exist", "--create-slot")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("a refused run made the directory: %v", err)
+	}
+
+	// a directory of a's WAL
+	k := startCopier(t, a, dir, "s")
+	a.Psql(t, "postgres", "CREATE TABLE t (v text)")
+	for i := 0; i < 4; i++ {
+		a.Psql(t, "postgres", "INSERT INTO t SELECT md5(g::text) FROM generate_series(1, 1000) g; SELECT pg_switch_wal()")
+	}
+	waitFor(t, time.Minute, "three segments", func() bool {
+		k.alive(t)
+		return len(scanWALDir(t, dir).segments) >= 3
+	})
+	// the same directory twice at once
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "other", "--create-slot", a.DSN()), 2, "in use by another process")
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	<-k.done
+	if n := slotCount(t, a); n != "1" {
+		t.Fatalf("%s slots on a, want the copier's one", n)
+	}
+	before := listing(t, dir)
+	unchanged := func() {
+		t.Helper()
+		if after := listing(t, dir); after != before {
+			t.Fatalf("a refused run changed the directory:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	}
+
+	refused(runAsServer(t, b, "--continuous", dir, "--slot", "s", "--create-slot", b.DSN()), 2, "system identifier", "another cluster")
+	unchanged()
+	if n := slotCount(t, b); n != "0" {
+		t.Fatalf("a refused run left %s slots on b", n)
+	}
+	os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o600)
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "s", a.DSN()), 2, "notes.txt")
+	os.Remove(filepath.Join(dir, "notes.txt"))
+	unchanged()
+	st := scanWALDir(t, dir)
+	mid := filepath.Join(dir, st.segments[1].Name())
+	os.Rename(mid, mid+".aside")
+	os.Rename(mid+".aside", filepath.Join(filepath.Dir(dir), "aside"))
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "s", a.DSN()), 2, "lacks segment")
+	os.Rename(filepath.Join(filepath.Dir(dir), "aside"), mid)
+	unchanged()
+
+	// the slot dropped, and the server's WAL moved on: a new slot would leave a gap
+	a.Psql(t, "postgres", "SELECT pg_drop_replication_slot('s')")
+	for i := 0; i < 3; i++ {
+		a.Psql(t, "postgres", "INSERT INTO t SELECT md5(g::text) FROM generate_series(1, 1000) g; SELECT pg_switch_wal()")
+	}
+	a.Psql(t, "postgres", "CHECKPOINT")
+	refused(runAsServer(t, a, "--continuous", dir, "--slot", "s", "--create-slot", a.DSN()), 1, "a gap cannot be filled")
+	unchanged()
+	if n := slotCount(t, a); n != "0" {
+		t.Fatalf("the refused run left %s slots", n)
+	}
 }

@@ -70,25 +70,37 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer func() { l.conn.Close() }()
-	var err error
+	// everything is checked before the slot is made or anything in the directory changes
+	missing, err := l.checkSlot(o.CreateSlot)
+	if err != nil {
+		return err
+	}
 	if l.dir, err = walarchive.Open(o.Dir, l.segSize); err != nil {
 		return cliapp.Usage("give an empty directory, or one that pgbb-xlog --continuous keeps", "%v", err)
 	}
 	defer l.dir.Close()
-	// everything is checked before the slot is made or anything in the directory changes
 	if err := l.resume(); err != nil {
 		return err
 	}
-	if err := l.checkSlot(o.CreateSlot); err != nil {
-		return err
+	if missing {
+		if err := l.createSlot(); err != nil {
+			return err
+		}
 	}
 	restart := uint64(l.slotAt) / l.segSize
 	switch {
 	case !l.haveLast:
 		l.next = restart
 	case restart > l.next:
-		return cliapp.WithHint(fmt.Errorf("%s ends with segment %s, but slot %s reserves WAL only from %s: the WAL between is no longer on the server",
+		err := cliapp.WithHint(fmt.Errorf("%s ends with segment %s, but slot %s reserves WAL only from %s: the WAL between is no longer on the server",
 			o.Dir, l.last.Name(), o.Slot, l.slotAt), "a gap cannot be filled: start a new directory and a new base backup")
+		if missing {
+			// the slot made a moment ago would pin WAL for nothing
+			if derr := l.conn.DropSlot(ctx, o.Slot); derr != nil {
+				o.Log.Warn("drop the replication slot %s made by this run: %v", o.Slot, derr)
+			}
+		}
+		return err
 	}
 	if err := l.dir.RemoveInterrupted(); err != nil {
 		return err
@@ -157,7 +169,7 @@ func (l *loop) reconnect() error {
 		}
 		err := l.connect(false)
 		if err == nil {
-			if err = l.checkSlot(false); err == nil {
+			if _, err = l.checkSlot(false); err == nil {
 				l.o.Log.Note("connected again")
 				return nil
 			}
@@ -172,26 +184,39 @@ func (l *loop) reconnect() error {
 	}
 }
 
-// checkSlot finds the slot (creating it when asked) and checks that it can hold the WAL: physical,
-// permanent, free, reserving WAL that is not lost.
-func (l *loop) checkSlot(create bool) error {
+// checkSlot finds the slot and checks that it can hold the WAL: physical, permanent, free, reserving WAL
+// that is not lost. A slot that does not exist is an error, unless create: then missing is true and
+// createSlot makes it.
+func (l *loop) checkSlot(create bool) (missing bool, err error) {
 	name := l.o.Slot
+	s, found, err := l.conn.Slot(l.ctx, name)
+	if err != nil {
+		return false, err
+	}
+	if !found && create {
+		return true, nil
+	}
+	return false, l.slotUsable(name, s, found)
+}
+
+// createSlot makes the slot, which reserves WAL from the server's position on.
+func (l *loop) createSlot() error {
+	name := l.o.Slot
+	if err := l.conn.CreatePermanentSlot(l.ctx, name); err != nil {
+		if server.ErrorCode(err) == "42501" {
+			return cliapp.WithHint(fmt.Errorf("create replication slot %s: %w", name, err), "give the role REPLICATION: ALTER ROLE … REPLICATION")
+		}
+		return fmt.Errorf("create replication slot %s: %w", name, err)
+	}
+	l.o.Log.Note("created the physical replication slot %s", name)
 	s, found, err := l.conn.Slot(l.ctx, name)
 	if err != nil {
 		return err
 	}
-	if !found && create {
-		if err := l.conn.CreatePermanentSlot(l.ctx, name); err != nil {
-			if server.ErrorCode(err) == "42501" {
-				return cliapp.WithHint(fmt.Errorf("create replication slot %s: %w", name, err), "give the role REPLICATION: ALTER ROLE … REPLICATION")
-			}
-			return fmt.Errorf("create replication slot %s: %w", name, err)
-		}
-		l.o.Log.Note("created the physical replication slot %s", name)
-		if s, found, err = l.conn.Slot(l.ctx, name); err != nil {
-			return err
-		}
-	}
+	return l.slotUsable(name, s, found)
+}
+
+func (l *loop) slotUsable(name string, s server.Slot, found bool) error {
 	switch {
 	case !found && l.slotAt != 0:
 		return cliapp.WithHint(fmt.Errorf("replication slot %s was dropped", name), "WAL not yet copied may be gone: start a new directory and a new base backup")
@@ -275,7 +300,7 @@ func (l *loop) round() error {
 		if l.slotAt, err = l.conn.AdvanceSlot(l.ctx, l.o.Slot, start); err != nil {
 			return fmt.Errorf("advance replication slot %s to %s: %w", l.o.Slot, start, err)
 		}
-	} else if err := l.checkSlot(false); err != nil {
+	} else if _, err := l.checkSlot(false); err != nil {
 		return err
 	}
 	if pos > start {

@@ -80,3 +80,9 @@ func (c *Conn) InsertTimeline(ctx context.Context) (uint32, error) {
 	}
 	return uint32(tli), nil
 }
+
+// DropSlot drops the named slot.
+func (c *Conn) DropSlot(ctx context.Context, name string) error {
+	_, err := c.pg.Exec(ctx, "SELECT pg_drop_replication_slot($1)", name)
+	return err
+}
