@@ -289,23 +289,7 @@ func TestContinuousWAL(t *testing.T) {
 
 	// the backup restored with the directory: archive recovery to the end of the WAL there
 	s.verifyPlain(t, dest)
-	conf, err := os.OpenFile(filepath.Join(dest, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conf, "restore_command = 'cp %s/%%f %%p'\n", dir)
-	conf.Close()
-	if err := os.WriteFile(filepath.Join(dest, "recovery.signal"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := pgtest.ChownToServerUser(dest); err != nil {
-		t.Fatal(err)
-	}
-	restored := pgtest.Start(t, dest)
-	waitFor(t, 3*time.Minute, "the end of archive recovery", func() bool {
-		out, err := restored.Command("psql", "-XAtqc", "SELECT pg_is_in_recovery()").Output()
-		return err == nil && strings.TrimSpace(string(out)) == "f"
-	})
+	restored := restoreWithDir(t, dest, dir)
 	got := restored.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)")
 	if got != want {
 		t.Fatalf("restored with the directory: balance, history rows, tablespace rows %s; the primary had %s at the switch", got, want)
@@ -441,4 +425,105 @@ func TestContinuousRefusesBadInput(t *testing.T) {
 	if n := slotCount(t, a); n != "0" {
 		t.Fatalf("the refused run left %s slots", n)
 	}
+}
+
+// restoreWithDir restores a plain pgbb backup with restore_command from dir (archive recovery to the end of
+// the WAL there, onto the newest timeline), waits for the end of recovery and returns the cluster.
+func restoreWithDir(t *testing.T, dest, dir string) *pgtest.Cluster {
+	t.Helper()
+	conf, err := os.OpenFile(filepath.Join(dest, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conf, "restore_command = 'cp %s/%%f %%p'\n", dir)
+	conf.Close()
+	if err := os.WriteFile(filepath.Join(dest, "recovery.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.ChownToServerUser(dest); err != nil {
+		t.Fatal(err)
+	}
+	restored := pgtest.Start(t, dest)
+	waitFor(t, 3*time.Minute, "the end of archive recovery", func() bool {
+		out, err := restored.Command("psql", "-XAtqc", "SELECT pg_is_in_recovery()").Output()
+		return err == nil && strings.TrimSpace(string(out)) == "f"
+	})
+	return restored
+}
+
+// TestContinuousWALFollowsPromotion: the copier follows a hot standby, which is promoted under it. The
+// directory gets the new timeline's history file and its segments from the switch on, without a gap;
+// a pgbb backup of the old primary, restored with the directory, replays across the switch onto the
+// new timeline and holds every transaction the promoted server committed.
+func TestContinuousWALFollowsPromotion(t *testing.T) {
+	s := newSource(t, 5)
+	sb := s.newStandby(t)
+	dir := filepath.Join(sb.c.TempDir(t), "wal")
+	const slot = "pgbb_wal"
+	stopLoad := s.load(t)
+	k := startCopier(t, sb.c, dir, slot)
+	dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+	r := run(t, 10*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup exit %d\n%s", r.code, r.stderr)
+	}
+	waitFor(t, 3*time.Minute, "two segments from the standby", func() bool {
+		k.alive(t)
+		return len(scanWALDir(t, dir).segments) >= 2
+	})
+	stopLoad()
+	sb.promote(t)
+	// writes on the new timeline
+	if r := run(t, 5*time.Minute, sb.c.Command("pgbench").Env, filepath.Join(pgtest.BinDir(), "pgbench"), "-n", "-c", "2", "-t", "300"); r.code != 0 {
+		t.Fatalf("pgbench on the promoted standby: %s", r.stderr)
+	}
+	want := sb.c.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)")
+	switchLSN, err := wal.ParseLSN(sb.c.Psql(t, "postgres", "SELECT pg_switch_wal()"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeg := uint64(switchLSN-1) / (16 << 20)
+	waitFor(t, time.Minute, "the promoted server's switched segment", func() bool {
+		k.alive(t)
+		st := scanWALDir(t, dir)
+		no, ok := st.lastNo()
+		return ok && no >= lastSeg && st.segments[len(st.segments)-1].Timeline == 2
+	})
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	<-k.done
+	if !strings.Contains(k.stderr.String(), "the server is on timeline 2") {
+		t.Fatalf("the copier did not say it follows timeline 2:\n%s", k.stderr.String())
+	}
+	hist, err := os.ReadFile(filepath.Join(dir, "00000002.history"))
+	if want, _ := os.ReadFile(filepath.Join(sb.c.Dir, "pg_wal", "00000002.history")); err != nil || !bytes.Equal(hist, want) {
+		t.Fatalf("the directory's 00000002.history %q (%v), the server's %q", hist, err, want)
+	}
+	st := scanWALDir(t, dir)
+	for i := 1; i < len(st.segments); i++ {
+		if st.segments[i].No != st.segments[i-1].No+1 {
+			t.Fatalf("segment %d missing: %v", st.segments[i-1].No+1, st.segments)
+		}
+		if st.segments[i].Timeline < st.segments[i-1].Timeline {
+			t.Fatalf("timeline goes back: %v", st.segments)
+		}
+	}
+	tl2 := 0
+	for _, seg := range st.segments {
+		if seg.Timeline == 2 {
+			tl2++
+		}
+	}
+	if tl2 == 0 || tl2 == len(st.segments) {
+		t.Fatalf("want segments of both timelines: %v", st.segments)
+	}
+	s.verifyPlain(t, dest)
+	restored := restoreWithDir(t, dest, dir)
+	if got := restored.Psql(t, "postgres", "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)"); got != want {
+		t.Fatalf("restored across the switch: %s; the promoted server had %s", got, want)
+	}
+	log, _ := os.ReadFile(restored.LogFile)
+	if !bytes.Contains(log, []byte("restored log file \"00000002.history\" from archive")) {
+		t.Fatalf("the restore did not take the history file:\n%s", lastLines(string(log), 30))
+	}
+	s.checkRestored(t, restored, tsNew)
 }
