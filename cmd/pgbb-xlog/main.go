@@ -12,6 +12,7 @@ import (
 	"github.com/pgbb/pgbb/internal/incremental"
 	"github.com/pgbb/pgbb/internal/manifest"
 	"github.com/pgbb/pgbb/internal/ratelimit"
+	"github.com/pgbb/pgbb/internal/recoveryconf"
 	"github.com/pgbb/pgbb/internal/server"
 	"github.com/pgbb/pgbb/internal/session"
 	"github.com/urfave/cli/v2"
@@ -41,6 +42,7 @@ func main() {
 			&cli.BoolFlag{Name: "no-slot", Usage: "do not create the temporary replication slot"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "report progress on stderr"},
 			&cli.BoolFlag{Name: "check", Usage: "only check that a backup can run (the grants, free connections for the session and --jobs) and exit: 0 when it can, 2 when not"},
+			&cli.BoolFlag{Name: "check-no-password", Usage: "only check that neither the DSN nor PGPASSWORD gives a password, touching no server, and exit: 0 when none does, 2 when one does (jobs on other hosts get the DSN on ssh's command line: their passwords belong in each host's ~/.pgpass)"},
 			&cli.IntFlag{Name: "jobs", Aliases: []string{"j"}, Usage: "with --check: the fetch jobs that will run at once, each on its own connection"},
 			&cli.StringFlag{Name: "max-rate", Aliases: []string{"r"}, Usage: "limit what the run reads from the server, over all its connections and children, to RATE (kB/s, or with a suffix k or M, as pg_basebackup; 0: unlimited)"},
 			&cli.StringFlag{Name: "max-rate-file", Usage: "follow the rate in FILE while the run goes on: read every 250ms, a new value applies at once (write it whole, through a rename)"},
@@ -78,6 +80,20 @@ func main() {
 				}
 			} else if c.String("slot") != "" || c.Bool("create-slot") {
 				return cliapp.Usage("a backup's own slot is temporary and made by pgbb-xlog; --slot is for --continuous", "--slot and --create-slot need --continuous")
+			}
+			if c.Bool("check-no-password") {
+				if len(child) > 0 || c.Bool("check") || c.String("continuous") != "" {
+					return cliapp.Usage("pgbb-xlog --check-no-password [DSN]", "--check-no-password runs nothing else")
+				}
+				where, err := recoveryconf.PasswordGiven(cliapp.DSN(dsn, server.Password), os.Environ())
+				if err != nil {
+					return cliapp.Usage("give a libpq connection string (key=value ...) or a postgresql:// URI", "%v", err)
+				}
+				if where != "" {
+					return cliapp.Usage("leave the password out of the DSN and PGPASSWORD, and put it in ~/.pgpass (or the file PGPASSFILE names) on every host that runs jobs",
+						"%s gives a password, which the jobs on other hosts would get on ssh's command line", where)
+				}
+				return nil
 			}
 			if c.Bool("check") {
 				if len(child) > 0 {

@@ -235,3 +235,22 @@ func parseURI(dsn string) (map[string]string, error) {
 	}
 	return kv, nil
 }
+
+// PasswordGiven says where a password is given in dsn or the environment env (KEY=VALUE, as os.Environ):
+// "the DSN" for a password keyword (or a URI's user:password), "PGPASSWORD", or "" when neither holds
+// one. A password file (~/.pgpass, PGPASSFILE) is not given here: it stays on its host.
+func PasswordGiven(dsn string, env []string) (string, error) {
+	kv, err := Parse(dsn)
+	if err != nil {
+		return "", err
+	}
+	if kv["password"] != "" {
+		return "the DSN", nil
+	}
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PGPASSWORD="); ok && v != "" {
+			return "PGPASSWORD", nil
+		}
+	}
+	return "", nil
+}

@@ -57,3 +57,29 @@ func TestParseQuoting(t *testing.T) {
 		t.Errorf("AutoConfLines = %q", line)
 	}
 }
+
+func TestPasswordGiven(t *testing.T) {
+	for _, c := range []struct {
+		dsn  string
+		env  []string
+		want string
+	}{
+		{"host=db user=u", nil, ""},
+		{"host=db user=u", []string{"PGPASSWORDX=a", "PGUSER=u"}, ""},
+		{"host=db password='s e'", nil, "the DSN"},
+		{"postgresql://u:secret@db/x", nil, "the DSN"},
+		{"postgresql://u@db/x?password=secret", nil, "the DSN"},
+		{"postgresql://u@db/x", nil, ""},
+		{"host=db", []string{"PGPASSWORD=s"}, "PGPASSWORD"},
+		{"host=db", []string{"PGPASSWORD="}, ""},
+		{"", []string{"PGPASSFILE=/x"}, ""},
+	} {
+		got, err := PasswordGiven(c.dsn, c.env)
+		if err != nil || got != c.want {
+			t.Errorf("PasswordGiven(%q, %q) = %q, %v; want %q", c.dsn, c.env, got, err, c.want)
+		}
+	}
+	if _, err := PasswordGiven("host", nil); err == nil {
+		t.Error("a bad DSN was taken")
+	}
+}
