@@ -276,7 +276,7 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 		}
 		killed <- "no job seen"
 	}()
-	r := run(t, 5*time.Minute, env(marker), script, append(h.args(1), dsn, dest)...)
+	r := run(t, 5*time.Minute, env(marker), script, append(h.args(1), "-T", s.tsDir+"="+c.TempDir(t), dsn, dest)...)
 	if k := <-killed; k != "killed" {
 		t.Fatalf("host %s: %s, exit %d", victim.Addr, k, r.code)
 	}
@@ -284,8 +284,14 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("a host died mid-run: exit %d, want 1\n%s", r.code, r.stderr)
 	}
-	if !strings.Contains(r.stderr, "pgbb-basebackup: error: backup failed; "+dest+" holds no backup_manifest") {
-		t.Errorf("the run's summary does not say the backup failed:\n%s", r.stderr)
+	summary := ""
+	for _, l := range strings.Split(r.stderr, "\n") {
+		if strings.HasPrefix(l, "pgbb-basebackup: error: ") {
+			summary = l
+		}
+	}
+	if !strings.Contains(summary, "backup failed; "+dest+" holds no backup_manifest") || !strings.Contains(summary, victim.Addr) {
+		t.Errorf("the run's summary %q does not say the backup failed because of host %s:\n%s", summary, victim.Addr, r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); !os.IsNotExist(err) {
 		t.Errorf("backup_manifest after a failed run: %v", err)
