@@ -57,6 +57,7 @@ bench: deps build
 	bench/resume.sh 50 $(RUNS) 4 0.6
 	bench/incremental.sh 50 $(RUNS) 4 20
 	bench/maxrate.sh 50 4
+	bench/hosts.sh 10 1 2
 	bench/reference.sh 50 $(RUNS) 4 20
 	PGBB_PGBIN=$$(scripts/install-pg-majors 18 | cut -f2) bench/reference.sh 50 $(RUNS) 4 20
 

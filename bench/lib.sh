@@ -38,11 +38,13 @@ trap bench_cleanup EXIT
 # With bench_netns set, the server runs in that network namespace and also listens on its 127.0.0.1.
 start_cluster() {
 	as_server initdb -D "$work/src" -k -U postgres -A trust --no-sync >/dev/null
+	# PGBB_BENCH_HBA: a line added to pg_hba.conf (hosts.sh lets its other hosts in)
+	[ -z "${PGBB_BENCH_HBA:-}" ] || echo "$PGBB_BENCH_HBA" >>"$work/src/pg_hba.conf"
 	local opts="-p 5432 -k $work -c max_wal_size=1GB -c autovacuum=off ${PGBB_BENCH_PGOPTS:-}"
 	if [ -n "${bench_netns:-}" ]; then
 		ip netns exec "$bench_netns" runuser -u postgres -- pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses=127.0.0.1" start >/dev/null
 	else
-		as_server pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses=''" start >/dev/null
+		as_server pg_ctl -D "$work/src" -l "$work/src.log" -w -o "$opts -c listen_addresses='${PGBB_BENCH_LISTEN:-}'" start >/dev/null
 	fi
 	export PGHOST=$work PGPORT=5432 PGUSER=postgres PGDATABASE=postgres
 	DSN="host=$work port=5432 user=postgres dbname=postgres"
