@@ -276,7 +276,8 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 		}
 		killed <- "no job seen"
 	}()
-	r := run(t, 5*time.Minute, env(marker), script, append(h.args(1), "-T", s.tsDir+"="+c.TempDir(t), dsn, dest)...)
+	tsNew := c.TempDir(t)
+	r := run(t, 5*time.Minute, env(marker), script, append(h.args(1), "-T", s.tsDir+"="+tsNew, dsn, dest)...)
 	if k := <-killed; k != "killed" {
 		t.Fatalf("host %s: %s, exit %d", victim.Addr, k, r.code)
 	}
@@ -317,6 +318,12 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 	}
 	stop()
 	expectNothingOnServer(t, c)
+	// the kept DEST completes on this host, as any kept plain DEST does
+	r = run(t, 5*time.Minute, env(), script, "-j", "2", "--resume", "-T", s.tsDir+"="+tsNew, c.DSN(), dest)
+	if r.code != 0 {
+		t.Fatalf("--resume on this host after the host died: exit %d\n%s", r.code, lastLines(r.stderr, 20))
+	}
+	s.checkRestore(t, dest, tsNew)
 }
 
 // Jobs on other hosts are refused, before anything starts, when the DSN would carry a password to them on

@@ -294,17 +294,35 @@ func (l *loop) round() error {
 		}
 		l.last, l.haveLast = seg, true
 		l.next++
+		// after each segment, not once a round: a round that copies several (after a pause, a
+		// reconnection) would otherwise hold the slot a segment or more behind DIR meanwhile
+		if err := l.advance(); err != nil {
+			return err
+		}
 	}
 	start := wal.LSN(l.next * l.segSize)
 	if l.slotAt < start {
-		if l.slotAt, err = l.conn.AdvanceSlot(l.ctx, l.o.Slot, start); err != nil {
-			return fmt.Errorf("advance replication slot %s to %s: %w", l.o.Slot, start, err)
+		if err := l.advance(); err != nil {
+			return err
 		}
 	} else if _, err := l.checkSlot(false); err != nil {
 		return err
 	}
 	if pos > start {
 		return l.writePartial(pos)
+	}
+	return nil
+}
+
+// advance moves the slot to the start of the first segment DIR lacks, when it is behind it.
+func (l *loop) advance() error {
+	start := wal.LSN(l.next * l.segSize)
+	if l.slotAt >= start {
+		return nil
+	}
+	var err error
+	if l.slotAt, err = l.conn.AdvanceSlot(l.ctx, l.o.Slot, start); err != nil {
+		return fmt.Errorf("advance replication slot %s to %s: %w", l.o.Slot, start, err)
 	}
 	return nil
 }
