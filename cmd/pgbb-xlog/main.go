@@ -36,7 +36,7 @@ func main() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "checkpoint", Aliases: []string{"c"}, Value: "fast", Usage: "fast or spread"},
 			&cli.StringFlag{Name: "label", Aliases: []string{"l"}, Value: "pgbb base backup", Usage: "backup label"},
-			&cli.DurationFlag{Name: "delay", Aliases: []string{"D"}, Value: 1e9, Usage: "pause between WAL copy rounds, each of which checks that the session is alive (at most 30s)"},
+			&cli.DurationFlag{Name: "delay", Aliases: []string{"D"}, Value: 1e9, Usage: "pause between WAL copy rounds: in a backup each round checks that the session is alive (at most 30s); with --continuous, any positive pause"},
 			&cli.StringFlag{Name: "compress", Value: "none", Usage: "WAL chunk compression: " + compress.CodecNames},
 			&cli.IntFlag{Name: "compress-level", Usage: "the codec's level (default: its fastest): " + compress.LevelsHelp},
 			&cli.BoolFlag{Name: "no-slot", Usage: "do not create the temporary replication slot"},
