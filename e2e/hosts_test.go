@@ -118,6 +118,13 @@ func (h *testHosts) args(jobs int) []string {
 	return a
 }
 
+// dsn serves c to the hosts on the first host's root-side address (every host routes to it) and returns
+// the DSN the run and its jobs use.
+func (h *testHosts) dsn(t *testing.T, c *pgtest.Cluster) string {
+	addr := h.hosts[0].Root
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", addr, forward(t, addr, c), c.User)
+}
+
 // pids are the processes in the host's namespace, by pid, with their command names.
 func (host *testHost) pids() map[int]string {
 	out, _ := exec.Command("ip", "netns", "pids", host.NS).Output()
@@ -170,8 +177,8 @@ func (host *testHost) bytes(t *testing.T) (rx, tx int64) {
 	return links[0].Stats64.RX.Bytes, links[0].Stats64.TX.Bytes
 }
 
-// forward serves the test server on addr (a root namespace address the hosts route to) and returns the
-// port: the harness's servers listen on 127.0.0.1 only.
+// forward serves the test server on addr (an address that is not loopback) and returns the port: the
+// harness's servers listen on 127.0.0.1 only.
 func forward(t *testing.T, addr string, c *pgtest.Cluster) int {
 	t.Helper()
 	l, err := net.Listen("tcp", addr+":0")
@@ -207,8 +214,7 @@ func TestJobsOnOtherHosts(t *testing.T) {
 	h := newHosts(t, "pgbbh", 10, 3)
 	s := newSource(t, 10)
 	c := s.c
-	addr := h.hosts[0].Root
-	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", addr, forward(t, addr, c), c.User)
+	dsn := h.dsn(t, c)
 	size, _ := strconv.ParseInt(c.Psql(t, "postgres", "SELECT sum(pg_database_size(oid)) FROM pg_database"), 10, 64)
 
 	var before [][2]int64
@@ -253,8 +259,7 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 	h := newHosts(t, "pgbbk", 20, 3)
 	s := newSource(t, 20)
 	c := s.c
-	addr := h.hosts[0].Root
-	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", addr, forward(t, addr, c), c.User)
+	dsn := h.dsn(t, c)
 	stop := s.load(t)
 	defer stop()
 	dest := filepath.Join(c.TempDir(t), "dest")
@@ -331,8 +336,7 @@ func TestJobsOnOtherHostsHostDies(t *testing.T) {
 func TestJobsOnOtherHostsRefused(t *testing.T) {
 	h := newHosts(t, "pgbbr", 30, 1)
 	c := pgtest.New(t, pgtest.Options{})
-	addr := h.hosts[0].Root
-	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres sslmode=disable", addr, forward(t, addr, c), c.User)
+	dsn := h.dsn(t, c)
 	dest := filepath.Join(c.TempDir(t), "dest")
 	for _, tc := range []struct {
 		name string

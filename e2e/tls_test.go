@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -130,30 +129,7 @@ func TestUnverifiedTLSWarning(t *testing.T) {
 	t.Cleanup(func() { exec.Command("ip", "addr", "del", addr+"/32", "dev", "lo").Run() })
 	s := newSource(t, 1)
 	c := s.c
-	l, err := net.Listen("tcp", addr+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.Dial("tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { io.Copy(out, in); out.(*net.TCPConn).CloseWrite() }()
-				io.Copy(in, out)
-			}()
-		}
-	}()
-	port := l.Addr().(*net.TCPAddr).Port
+	port := forward(t, addr, c)
 	dsn := "host=" + addr + " port=" + strconv.Itoa(port) + " user=" + c.User + " dbname=postgres sslmode=disable"
 	dest, tsNew := c.TempDir(t), c.TempDir(t)
 	r := run(t, 5*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, dsn, dest)
