@@ -265,27 +265,7 @@ func TestContinuousWAL(t *testing.T) {
 		t.Fatalf("SIGTERM: exit %d\n%s", code, k.stderr.String())
 	}
 
-	// the directory: consecutive whole segments, no temporary file, all read by pg_waldump
-	st = scanWALDir(t, dir)
-	if len(st.tmps) != 0 {
-		t.Fatalf("temporary files left: %v", st.tmps)
-	}
-	for i := 1; i < len(st.segments); i++ {
-		if st.segments[i].No != st.segments[i-1].No+1 {
-			t.Fatalf("segment %d missing: %v", st.segments[i-1].No+1, st.segments)
-		}
-	}
-	for _, seg := range st.segments {
-		if fi, err := os.Stat(filepath.Join(dir, seg.Name())); err != nil || fi.Size() != 16<<20 {
-			t.Fatalf("segment %s: %v %v", seg.Name(), fi, err)
-		}
-	}
-	first, last := st.segments[0], st.segments[len(st.segments)-1]
-	dump := exec.Command(filepath.Join(pgtest.BinDir(), "pg_waldump"), "--stats", "-p", dir, first.Name(), last.Name())
-	if out, err := dump.CombinedOutput(); err != nil {
-		t.Fatalf("pg_waldump %s..%s: %v\n%s", first.Name(), last.Name(), err, lastLines(string(out), 10))
-	}
-	t.Logf("%d segments, %s to %s, pass pg_waldump", len(st.segments), first.Name(), last.Name())
+	last := checkWALDir(t, dir)
 
 	// the backup restored with the directory: archive recovery to the end of the WAL there
 	s.verifyPlain(t, dest)
@@ -431,24 +411,32 @@ func TestContinuousRefusesBadInput(t *testing.T) {
 // the WAL there, onto the newest timeline), waits for the end of recovery and returns the cluster.
 func restoreWithDir(t *testing.T, dest, dir string) *pgtest.Cluster {
 	t.Helper()
-	conf, err := os.OpenFile(filepath.Join(dest, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(conf, "restore_command = 'cp %s/%%f %%p'\n", dir)
-	conf.Close()
-	if err := os.WriteFile(filepath.Join(dest, "recovery.signal"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := pgtest.ChownToServerUser(dest); err != nil {
-		t.Fatal(err)
-	}
-	restored := pgtest.Start(t, dest)
+	restored := startFromDir(t, dest, dir, "recovery.signal")
 	waitFor(t, 3*time.Minute, "the end of archive recovery", func() bool {
 		out, err := restored.Command("psql", "-XAtqc", "SELECT pg_is_in_recovery()").Output()
 		return err == nil && strings.TrimSpace(string(out)) == "f"
 	})
 	return restored
+}
+
+// startFromDir starts the restored backup in dest with restore_command from dir and the given signal file
+// (recovery.signal: archive recovery; standby.signal: a standby fed by dir alone, which tries dir again
+// every 200 ms).
+func startFromDir(t *testing.T, dest, dir, signal string) *pgtest.Cluster {
+	t.Helper()
+	conf, err := os.OpenFile(filepath.Join(dest, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conf, "restore_command = 'cp %s/%%f %%p'\nwal_retrieve_retry_interval = '200ms'\n", dir)
+	conf.Close()
+	if err := os.WriteFile(filepath.Join(dest, signal), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgtest.ChownToServerUser(dest); err != nil {
+		t.Fatal(err)
+	}
+	return pgtest.Start(t, dest)
 }
 
 // TestContinuousWALFollowsPromotion: the copier follows a hot standby, which is promoted under it. The
@@ -526,4 +514,130 @@ func TestContinuousWALFollowsPromotion(t *testing.T) {
 		t.Fatalf("the restore did not take the history file:\n%s", lastLines(string(log), 30))
 	}
 	s.checkRestored(t, restored, tsNew)
+}
+
+// TestContinuousWALFeedsStandby: a standby restoring only from the directory (standby.signal,
+// restore_command, no streaming) follows a primary under pgbench load while the copier is SIGKILLed twice
+// (once while it writes a partial, once just after a segment) and started again each time. The standby
+// keeps replaying across the kills, catches up to the primary's switch once the load stops, and holds
+// what the primary held there; the slot stays within a segment of the directory's end throughout; the
+// directory is whole; the standby, promoted, passes the oracle.
+func TestContinuousWALFeedsStandby(t *testing.T) {
+	s := newSource(t, 5)
+	dir := filepath.Join(s.c.TempDir(t), "wal")
+	const slot = "pgbb_wal"
+	stopLoad := s.load(t)
+	defer stopLoad()
+	watch := watchSlot(t, s.c, dir, slot)
+	k := startCopier(t, s.c, dir, slot)
+	waitFor(t, time.Minute, "the slot made", func() bool {
+		k.alive(t)
+		return slotCount(t, s.c) == "1"
+	})
+
+	// the standby: a pgbb backup taken under the load, fed by restore_command alone
+	dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+	r := run(t, 10*time.Minute, env(), script, "-j", "2", "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+	if r.code != 0 {
+		t.Fatalf("pgbb-basebackup exit %d\n%s", r.code, r.stderr)
+	}
+	s.verifyPlain(t, dest)
+	sb := startFromDir(t, dest, dir, "standby.signal")
+	replayed := func() wal.LSN {
+		out, err := sb.Command("psql", "-XAtqc", "SELECT pg_last_wal_replay_lsn()").Output()
+		lsn, perr := wal.ParseLSN(strings.TrimSpace(string(out)))
+		if err != nil || perr != nil {
+			return 0
+		}
+		return lsn
+	}
+	// segNo is the segment a standby that has replayed to lsn reads next
+	segNo := func(lsn wal.LSN) uint64 { return uint64(lsn) / (16 << 20) }
+	following := func(what string) {
+		t.Helper()
+		from := segNo(replayed())
+		waitFor(t, 3*time.Minute, what, func() bool {
+			k.alive(t)
+			return segNo(replayed()) >= from+2
+		})
+	}
+	following("the standby replaying two more segments from the directory")
+
+	// first kill: while the copier writes the current segment's partial
+	waitFor(t, time.Minute, "a partial", func() bool {
+		k.alive(t)
+		return len(scanWALDir(t, dir).partials) == 1
+	})
+	k.kill()
+	k = startCopier(t, s.c, dir, slot)
+	following("the standby replaying two more segments after the first kill")
+
+	// second kill: just after a segment came in
+	n := len(scanWALDir(t, dir).segments)
+	waitFor(t, time.Minute, "one more segment", func() bool {
+		k.alive(t)
+		return len(scanWALDir(t, dir).segments) > n
+	})
+	k.kill()
+	k = startCopier(t, s.c, dir, slot)
+	following("the standby replaying two more segments after the second kill")
+
+	// the load stops: the standby catches up to the primary's switch
+	stopLoad()
+	waitFor(t, time.Minute, "pgbench's backends gone", func() bool {
+		return s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") == "0"
+	})
+	const state = "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT count(*) FROM pgbench_history) || ' ' || (SELECT count(*) FROM in_ts)"
+	want := s.c.Psql(t, "postgres", state)
+	switchLSN, err := wal.ParseLSN(s.c.Psql(t, "postgres", "SELECT pg_switch_wal()"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "the standby at the primary's switch "+switchLSN.String(), func() bool {
+		k.alive(t)
+		return replayed() >= switchLSN
+	})
+	if got := sb.Psql(t, "postgres", state); got != want {
+		t.Fatalf("the standby at the switch: balance, history rows, tablespace rows %s; the primary had %s", got, want)
+	}
+	watch.finish(t)
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	<-k.done
+	checkWALDir(t, dir)
+	log, _ := os.ReadFile(sb.LogFile)
+	if got := bytes.Count(log, []byte("from archive")); got < 6 {
+		t.Fatalf("the standby restored %d files from the directory:\n%s", got, lastLines(string(log), 20))
+	}
+	(&source{c: sb}).promote(t)
+	s.checkRestored(t, sb, tsNew)
+}
+
+// checkWALDir checks a --continuous directory once its copier has stopped: consecutive whole segments, no
+// temporary file, all read by pg_waldump.
+func checkWALDir(t *testing.T, dir string) (last wal.Segment) {
+	t.Helper()
+	st := scanWALDir(t, dir)
+	if len(st.tmps) != 0 {
+		t.Fatalf("temporary files left: %v", st.tmps)
+	}
+	if len(st.segments) == 0 {
+		t.Fatal("no segment in the directory")
+	}
+	for i := 1; i < len(st.segments); i++ {
+		if st.segments[i].No != st.segments[i-1].No+1 {
+			t.Fatalf("segment %d missing: %v", st.segments[i-1].No+1, st.segments)
+		}
+	}
+	for _, seg := range st.segments {
+		if fi, err := os.Stat(filepath.Join(dir, seg.Name())); err != nil || fi.Size() != 16<<20 {
+			t.Fatalf("segment %s: %v %v", seg.Name(), fi, err)
+		}
+	}
+	first, last := st.segments[0], st.segments[len(st.segments)-1]
+	dump := exec.Command(filepath.Join(pgtest.BinDir(), "pg_waldump"), "--stats", "-p", dir, first.Name(), last.Name())
+	if out, err := dump.CombinedOutput(); err != nil {
+		t.Fatalf("pg_waldump %s..%s: %v\n%s", first.Name(), last.Name(), err, lastLines(string(out), 10))
+	}
+	t.Logf("%d segments, %s to %s, pass pg_waldump", len(st.segments), first.Name(), last.Name())
+	return last
 }
