@@ -552,7 +552,7 @@ func TestContinuousWALFeedsStandby(t *testing.T) {
 		return lsn
 	}
 	// segNo is the segment a standby that has replayed to lsn reads next
-	segNo := func(lsn wal.LSN) uint64 { return uint64(lsn) / (16 << 20) }
+	segNo := func(lsn wal.LSN) uint64 { return wal.SegmentOf(lsn, 1, 16<<20).No }
 	following := func(what string) {
 		t.Helper()
 		from := segNo(replayed())
