@@ -493,12 +493,69 @@ func rangeArgs(rs []Range) (paths []string, offs, lens []int64) {
 // gives NULL rows (pg_read_binary_file is strict), as a missing file does with missing_ok.
 const readMatchedSQL = resolveSQL + "SELECT r.i, pg_read_binary_file(" + resolvedSQL + ", r.o, r.l, true) FROM unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS r(o, l, i)"
 
+// ReadSize is the most one pg_read_binary_file call of ReadRanges asks for. A range longer than that is read
+// in calls of ReadSize in the same statement and handed on whole. A row of 1 MiB costs the backend a fresh
+// allocation per row (page faults) and a copy of it into the send buffer; rows of 64 KiB halved the
+// server's CPU on the capped link (docs/BENCHMARKS.md, issue 17); the stream's chunks stay as large.
+const ReadSize = 64 << 10
+
 // ReadRanges reads the ranges and calls fn for each in order with its bytes (valid only during the call; nil
 // and missing=true when the file does not exist). A read past the end gives no bytes. An error from fn stops
-// the statement. A run of ranges whose paths are ASCII is one statement (readRangesSQL), so a batch without
-// other names is exactly one; each run of ranges of one file whose path is not ASCII is one statement of
-// readMatchedSQL.
+// the statement. A range longer than ReadSize is read in several calls whose bytes are joined; the first
+// call that comes back short or NULL ends the range there (the file shrank or vanished meanwhile: what a
+// later call reads would not belong at that place), and it is missing only when its first call is.
 func (c *Conn) ReadRanges(ctx context.Context, rs []Range, fn func(i int, data []byte, missing bool) error) error {
+	reads, of := splitReads(rs)
+	return c.readRanges(ctx, reads, joinReads(reads, of, fn))
+}
+
+// joinReads returns the callback of the reads that splitReads made: it joins the bytes of each range's
+// reads and calls fn once per range, as ReadRanges says.
+func joinReads(reads []Range, of []int, fn func(i int, data []byte, missing bool) error) func(j int, data []byte, gone bool) error {
+	var buf []byte
+	ended, missing := false, false
+	return func(j int, data []byte, gone bool) error {
+		i := of[j]
+		first, last := j == 0 || of[j-1] != i, j+1 == len(reads) || of[j+1] != i
+		if first && last {
+			return fn(i, data, gone) // one call: its bytes as they came, not copied
+		}
+		if first {
+			buf, ended, missing = buf[:0], gone, gone
+		}
+		if !ended {
+			buf = append(buf, data...)
+			ended = gone || int64(len(data)) < reads[j].Length
+		}
+		if !last {
+			return nil
+		}
+		if missing {
+			return fn(i, nil, true)
+		}
+		return fn(i, buf, false)
+	}
+}
+
+// splitReads cuts each range into reads of at most ReadSize; of says which range each read belongs to.
+func splitReads(rs []Range) (reads []Range, of []int) {
+	for i, r := range rs {
+		if r.Length <= ReadSize {
+			reads, of = append(reads, r), append(of, i)
+			continue
+		}
+		for o := int64(0); o < r.Length; o += ReadSize {
+			reads = append(reads, Range{Path: r.Path, Offset: r.Offset + o, Length: min(ReadSize, r.Length-o)})
+			of = append(of, i)
+		}
+	}
+	return reads, of
+}
+
+// readRanges reads each range in one pg_read_binary_file call, in order. A run of ranges whose paths are
+// ASCII is one statement (readRangesSQL), so a batch without other names is exactly one; each run of ranges
+// of one file whose path is not ASCII is one statement of readMatchedSQL.
+func (c *Conn) readRanges(ctx context.Context, rs []Range, fn func(i int, data []byte, missing bool) error) error {
 	for start := 0; start < len(rs); {
 		end := start + 1
 		var query string
