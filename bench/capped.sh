@@ -6,6 +6,7 @@
 # data flow; pgbb -j N has N. Default scale 10, 3 runs, pgbb -j 1 2 4 8. Needs root (ip netns, tc).
 # PGBB_BENCH_OTHER=DIR, a built checkout of another commit (git worktree add DIR COMMIT; make -C DIR build),
 # runs that checkout's pgbb-basebackup too, alternated with this one's in every run, on the same cluster.
+# PGBB_BENCH_TIMELINE=FILE writes the timeline of one more pgbb run (internal/timeline's events) to FILE.
 source "$(dirname "$0")/lib.sh"
 scale=${1:-10} runs=${2:-3}
 shift $(( $# > 2 ? 2 : $# ))
@@ -58,6 +59,13 @@ tpgbb() { rm -rf "$out"; PGBB_DSN=$tcp PGBB_BINDIR=$wrap inns "$here/scripts/pgb
 echo "CPU seconds of every process (one more run each):" >&2
 cpu_run "pg_basebackup" tnative >&2
 cpu_run "pgbb -j ${jobs[-1]}" tpgbb "${jobs[-1]}" >&2
+if [ -n "${PGBB_BENCH_TIMELINE:-}" ]; then
+	# one more run of the last -j with PGBB_TIMELINE set: every program's events, in ms from the start
+	tl=$work/timeline; : >"$tl"; chmod 666 "$tl"
+	rm -rf "$out"; PGBB_DSN=$tcp PGBB_TIMELINE=$tl inns "$here/scripts/pgbb-basebackup" -j "${jobs[-1]}" "" "$out"
+	sort -n "$tl" | awk 'NR == 1 { t0 = $1; prev = $1 } { t = $1; $1 = sprintf("%8.1f %+7.1f", (t - t0) * 1000, (t - prev) * 1000); prev = t; print }' >"$PGBB_BENCH_TIMELINE"
+	echo "timeline of one pgbb -j ${jobs[-1]} run (ms from the script's start; +ms since the line before): $PGBB_BENCH_TIMELINE" >&2
+fi
 n=$(median <"$work/native")
 printf '\n%-50s %8s %8s\n' "capped link ($rate per flow), scale $scale, median of $runs" seconds speed-up
 printf '%-50s %8.2f\n' "pg_basebackup -Fp -Xstream -c fast" "$n"
