@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -34,6 +35,12 @@ type Writer struct {
 	walDirs     []string            // the empty directories below pg_wal a work item may make
 	open        map[string]*os.File // files being written, kept open between ranges
 	order       []string            // open files, oldest first
+
+	// the early fsync of finished files (Finished), in syncers goroutines started on first use
+	syncQueue chan *os.File
+	syncWG    sync.WaitGroup
+	syncMu    sync.Mutex
+	syncErr   error
 }
 
 // maxOpen bounds the files a Writer keeps open.
@@ -177,7 +184,74 @@ func (w *Writer) Mkdir(path string) error {
 	return w.mkdirs(dirfd, rel)
 }
 
-// Close closes the files still open.
+// syncers is how many fsyncs of finished files a Writer runs at once. The device takes many at once (and
+// ext4 joins concurrent fsyncs into one journal commit); a job's reads from the server go on meanwhile.
+const syncers = 4
+
+// Finished says that the job has written all it will of its current range of the file at path. Unless
+// noSync, the file is fsynced in the background and closed (docs/direct-write.md, "Early fsync"): on a link
+// that bounds the copy, the device's work is then done during the copy instead of at pgbb-pack's commit,
+// whose own fsync finds the file clean. It returns the error of an earlier background fsync, if any.
+func (w *Writer) Finished(path string) error {
+	if w.noSync {
+		return nil
+	}
+	if f := w.open[path]; f != nil {
+		w.forget(path)
+		if w.syncQueue == nil {
+			w.syncQueue = make(chan *os.File, 2*maxOpen)
+			for range syncers {
+				w.syncWG.Add(1)
+				go w.syncer(w.syncQueue)
+			}
+		}
+		w.syncQueue <- f
+	}
+	return w.syncFailure()
+}
+
+// syncer fsyncs and closes the files Finished queued. The first error is kept: it fails the job, since a
+// writeback error is reported once, to the descriptors open when it happened (Linux's errseq, PostgreSQL's
+// "fsyncgate"), and pgbb-pack's fsync at commit, on a descriptor of its own, would not see it.
+func (w *Writer) syncer(queue <-chan *os.File) {
+	defer w.syncWG.Done()
+	for f := range queue {
+		err := f.Sync()
+		if err != nil {
+			err = fmt.Errorf("fsync %s: %w", f.Name(), err)
+		}
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close %s: %w", f.Name(), cerr)
+		}
+		if err != nil {
+			w.syncMu.Lock()
+			if w.syncErr == nil {
+				w.syncErr = err
+			}
+			w.syncMu.Unlock()
+		}
+	}
+}
+
+func (w *Writer) syncFailure() error {
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	return w.syncErr
+}
+
+// forget drops path from the open files, without closing it.
+func (w *Writer) forget(path string) {
+	delete(w.open, path)
+	for i, p := range w.order {
+		if p == path {
+			w.order = append(w.order[:i], w.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// Close closes the files still open and waits for the background fsyncs; it returns the first error.
+// It may be called again: it then does nothing more.
 func (w *Writer) Close() error {
 	var first error
 	for _, p := range w.order {
@@ -186,6 +260,14 @@ func (w *Writer) Close() error {
 		}
 	}
 	w.open, w.order = map[string]*os.File{}, nil
+	if w.syncQueue != nil {
+		close(w.syncQueue)
+		w.syncQueue = nil
+		w.syncWG.Wait()
+	}
+	if err := w.syncFailure(); err != nil && first == nil {
+		first = err
+	}
 	return first
 }
 

@@ -3,6 +3,7 @@ package directwrite
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -131,5 +132,50 @@ func TestReaderReadsBeneathAndCreatesNothing(t *testing.T) {
 		if n, err := r.ReadAt(bad, 0, buf); err == nil && n > 0 {
 			t.Fatalf("ReadAt(%s) read %q through a link or out of the tree", bad, buf[:n])
 		}
+	}
+}
+
+// A finished file is fsynced and closed in the background, and written again through a new descriptor if
+// a later range needs it; a background fsync that fails fails the Writer's next Finished or Close.
+func TestFinishedFilesAreSyncedAndAFailureIsReported(t *testing.T) {
+	dest := t.TempDir()
+	w := New(openDir(t, dest), nil, 0o700, false)
+	for i := range 3 * syncers {
+		p := filepath.Join("base/1", string(rune('a'+i)))
+		if err := w.WriteAt(p, 0, []byte("range one")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finished(p); err != nil {
+			t.Fatalf("Finished(%s): %v", p, err)
+		}
+		if w.open[p] != nil || len(w.order) != 0 {
+			t.Fatalf("Finished(%s) left it among the open files: %v", p, w.order)
+		}
+	}
+	// a later range of a finished file
+	if err := w.WriteAt("base/1/a", 9, []byte(", two")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finished("base/1/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dest, "base/1/a")); err != nil || string(got) != "range one, two" {
+		t.Fatalf("base/1/a holds %q (%v)", got, err)
+	}
+
+	// the descriptor closed under the Writer: its fsync fails with EBADF
+	w = New(openDir(t, dest), nil, 0o700, false)
+	if err := w.WriteAt("base/1/z", 0, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(int(w.open["base/1/z"].Fd()))
+	if err := w.Finished("base/1/z"); err != nil {
+		t.Logf("Finished already reported it: %v", err)
+	}
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "fsync base/1/z") {
+		t.Fatalf("Close after a failed fsync: %v, want the fsync's error", err)
 	}
 }

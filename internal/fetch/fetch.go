@@ -553,6 +553,10 @@ func (f *fetcher) outcome(ic *itemCopy) error {
 		return err
 	}
 	ic.outcome = true
+	if f.direct != nil {
+		// its bytes are written: the file's fsync starts now, during the copy (docs/direct-write.md)
+		return f.direct.Finished(it.StoredPath())
+	}
 	return nil
 }
 

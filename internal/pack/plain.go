@@ -192,12 +192,60 @@ func (t *plainTarget) chunk(c *chunkstream.Chunk) error {
 			return err
 		}
 	}
-	if err := t.writeAt(c.Path, int64(c.Offset), raw); err != nil {
+	if strings.HasPrefix(c.Path, "pg_wal/") && allZero(raw) {
+		err = t.zeroFill(c.Path, int64(c.Offset), int64(len(raw)))
+	} else {
+		err = t.writeAt(c.Path, int64(c.Offset), raw)
+	}
+	if err != nil {
 		return err
 	}
 	t.files[c.Path] = true
 	return nil
 }
+
+// zeroFill stores n zero bytes at off of path. A WAL segment's tail after the stop LSN is zeros (pgbb-xlog
+// pads the segment, session.copySegment): past the file's end they are allocated with fallocate, which
+// reserves the blocks as pg_basebackup's zero writes would (so the restored server cannot run out of space
+// writing WAL there, the reason for PostgreSQL's wal_init_zero), without writing 16 MB through the page
+// cache and again at the fsync. Where the file already holds bytes (a resumed DEST), or the file system has
+// no fallocate, the zeros are written.
+func (t *plainTarget) zeroFill(path string, off, n int64) error {
+	f, err := t.file(path)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() <= off {
+		err := syscall.Fallocate(int(f.Fd()), 0, off, n)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EOPNOTSUPP) {
+			return fmt.Errorf("allocate %s: %w", path, err)
+		}
+	}
+	return t.writeAt(path, off, make([]byte, n))
+}
+
+// allZero says whether b is all zero bytes (and not empty).
+func allZero(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for len(b) >= len(zeroBlock) {
+		if string(b[:len(zeroBlock)]) != string(zeroBlock[:]) {
+			return false
+		}
+		b = b[len(zeroBlock):]
+	}
+	return string(b) == string(zeroBlock[:len(b)])
+}
+
+var zeroBlock [8192]byte
 
 // writeAt writes into a regular file inside dest without following a final symlink.
 func (t *plainTarget) writeAt(path string, off int64, data []byte) error {
