@@ -67,10 +67,9 @@ func TestFetchJobsSurviveTerminatedConnections(t *testing.T) {
 				if terminated > 0 {
 					continue
 				}
-				if s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbb-fetch' AND state = 'active'") != "2" {
-					continue
-				}
-				n, _ := strconv.Atoi(s.c.Psql(t, "postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgbb-fetch' AND state = 'active'"))
+				// one statement, which sees both jobs active and terminates both, or neither
+				n, _ := strconv.Atoi(s.c.Psql(t, "postgres", "WITH a AS (SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbb-fetch' AND state = 'active') "+
+					"SELECT count(pg_terminate_backend(pid)) FROM a WHERE (SELECT count(*) FROM a) = 2"))
 				terminated = n
 			}
 			stop()
