@@ -35,6 +35,7 @@ type Writer struct {
 	walDirs     []string            // the empty directories below pg_wal a work item may make
 	open        map[string]*os.File // files being written, kept open between ranges
 	order       []string            // open files, oldest first
+	written     map[string]int64    // bytes written into each open file since it was opened
 
 	// the early fsync of finished files (Finished), in syncers goroutines started on first use
 	syncQueue chan *os.File
@@ -51,7 +52,7 @@ const maxOpen = 64
 // The Writer does not own the descriptors.
 func New(dest *os.File, tablespaces map[uint32]*os.File, dirMode uint32, noSync bool) *Writer {
 	return &Writer{dest: dest, tablespaces: tablespaces, dirMode: dirMode, fileMode: dirMode &^ 0o111, noSync: noSync,
-		walDirs: pgversion.AnyWALDirPaths(), open: map[string]*os.File{}}
+		walDirs: pgversion.AnyWALDirPaths(), open: map[string]*os.File{}, written: map[string]int64{}}
 }
 
 // resolve returns the directory descriptor and the path beneath it for a data-directory path. It refuses
@@ -93,6 +94,7 @@ func (w *Writer) WriteAt(path string, off int64, data []byte) error {
 	if err := WriteAt(f, data, off); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	w.written[path] += int64(len(data))
 	if !w.noSync {
 		syscall.SyncFileRange(int(f.Fd()), off, int64(len(data)), syncFileRangeWrite)
 	}
@@ -188,15 +190,22 @@ func (w *Writer) Mkdir(path string) error {
 // ext4 joins concurrent fsyncs into one journal commit); a job's reads from the server go on meanwhile.
 const syncers = 4
 
+// earlySyncMin is the least a Finished file must have had written to be fsynced at once. What the commit's
+// fsync waits for is the data to reach the disk, so the big files are worth syncing early; a small file's
+// fsync is mostly a journal commit, which pgbb-pack's fsync would pay again on the clean file (measured,
+// docs/BENCHMARKS.md: 40,000 files of 8 KiB took 1.7 s longer when every file was synced twice).
+const earlySyncMin = 1 << 20
+
 // Finished says that the job has written all it will of its current range of the file at path. Unless
-// noSync, the file is fsynced in the background and closed (docs/direct-write.md, "Early fsync"): on a link
-// that bounds the copy, the device's work is then done during the copy instead of at pgbb-pack's commit,
-// whose own fsync finds the file clean. It returns the error of an earlier background fsync, if any.
+// noSync, a file with at least earlySyncMin bytes written is fsynced in the background and closed
+// (docs/direct-write.md, "Early fsync"): on a link that bounds the copy, the device's work is then done
+// during the copy instead of at pgbb-pack's commit, whose own fsync finds the file clean. It returns the
+// error of an earlier background fsync, if any.
 func (w *Writer) Finished(path string) error {
 	if w.noSync {
 		return nil
 	}
-	if f := w.open[path]; f != nil {
+	if f := w.open[path]; f != nil && w.written[path] >= earlySyncMin {
 		w.forget(path)
 		if w.syncQueue == nil {
 			w.syncQueue = make(chan *os.File, 2*maxOpen)
@@ -242,6 +251,7 @@ func (w *Writer) syncFailure() error {
 // forget drops path from the open files, without closing it.
 func (w *Writer) forget(path string) {
 	delete(w.open, path)
+	delete(w.written, path)
 	for i, p := range w.order {
 		if p == path {
 			w.order = append(w.order[:i], w.order[i+1:]...)
@@ -259,7 +269,7 @@ func (w *Writer) Close() error {
 			first = fmt.Errorf("close %s: %w", p, err)
 		}
 	}
-	w.open, w.order = map[string]*os.File{}, nil
+	w.open, w.order, w.written = map[string]*os.File{}, nil, map[string]int64{}
 	if w.syncQueue != nil {
 		close(w.syncQueue)
 		w.syncQueue = nil
@@ -308,6 +318,7 @@ func (w *Writer) file(path string) (*os.File, error) {
 			return nil, fmt.Errorf("close %s: %w", old, err)
 		}
 		delete(w.open, old)
+		delete(w.written, old)
 	}
 	w.open[path] = f
 	w.order = append(w.order, path)

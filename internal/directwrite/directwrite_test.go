@@ -135,14 +135,16 @@ func TestReaderReadsBeneathAndCreatesNothing(t *testing.T) {
 	}
 }
 
-// A finished file is fsynced and closed in the background, and written again through a new descriptor if
-// a later range needs it; a background fsync that fails fails the Writer's next Finished or Close.
+// A finished file of at least earlySyncMin bytes is fsynced and closed in the background, and written
+// again through a new descriptor if a later range needs it; a smaller one stays open, for pgbb-pack's fsync
+// alone; a background fsync that fails fails the Writer's next Finished or Close.
 func TestFinishedFilesAreSyncedAndAFailureIsReported(t *testing.T) {
 	dest := t.TempDir()
 	w := New(openDir(t, dest), nil, 0o700, false)
+	big := make([]byte, earlySyncMin)
 	for i := range 3 * syncers {
 		p := filepath.Join("base/1", string(rune('a'+i)))
-		if err := w.WriteAt(p, 0, []byte("range one")); err != nil {
+		if err := w.WriteAt(p, 0, big); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.Finished(p); err != nil {
@@ -152,23 +154,26 @@ func TestFinishedFilesAreSyncedAndAFailureIsReported(t *testing.T) {
 			t.Fatalf("Finished(%s) left it among the open files: %v", p, w.order)
 		}
 	}
-	// a later range of a finished file
-	if err := w.WriteAt("base/1/a", 9, []byte(", two")); err != nil {
+	// a later range of a finished file, too small to be synced early
+	if err := w.WriteAt("base/1/a", earlySyncMin, []byte("two")); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Finished("base/1/a"); err != nil {
 		t.Fatal(err)
 	}
+	if w.open["base/1/a"] == nil {
+		t.Fatalf("a range of 3 bytes was synced early")
+	}
 	if err := w.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if got, err := os.ReadFile(filepath.Join(dest, "base/1/a")); err != nil || string(got) != "range one, two" {
-		t.Fatalf("base/1/a holds %q (%v)", got, err)
+	if got, err := os.ReadFile(filepath.Join(dest, "base/1/a")); err != nil || string(got) != string(big)+"two" {
+		t.Fatalf("base/1/a holds %d bytes (%v)", len(got), err)
 	}
 
 	// the descriptor closed under the Writer: its fsync fails with EBADF
 	w = New(openDir(t, dest), nil, 0o700, false)
-	if err := w.WriteAt("base/1/z", 0, []byte("x")); err != nil {
+	if err := w.WriteAt("base/1/z", 0, big); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Close(int(w.open["base/1/z"].Fd()))
