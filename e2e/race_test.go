@@ -20,7 +20,14 @@ type hooks struct {
 func newHooks(t *testing.T) *hooks {
 	d := t.TempDir()
 	os.Chmod(d, 0o777)
-	return &hooks{t: t, dir: d}
+	h := &hooks{t: t, dir: d}
+	h.pass("fetch-connected") // held only by the tests that need it (hold)
+	return h
+}
+
+// hold makes the pipeline stop at a point that newHooks lets it pass by default.
+func (h *hooks) hold(point string) {
+	os.Remove(filepath.Join(h.dir, point+".release"))
 }
 
 // pass lets the pipeline through point without stopping.

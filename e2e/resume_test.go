@@ -98,6 +98,43 @@ func TestFetchJobsSurviveTerminatedConnections(t *testing.T) {
 	}
 }
 
+// A fetch job's backend terminated between its connect and its first query (the full suite once caught
+// a job there): the job connects again and the run completes, as after a drop while it reads.
+func TestFetchJobSurvivesTerminationWhileConnecting(t *testing.T) {
+	s := newSource(t, 1)
+	h := newHooks(t)
+	h.pass("fetch")
+	h.pass("stop")
+	h.hold("fetch-connected")
+	stop := s.load(t)
+	defer stop()
+	dest, tsNew := s.c.TempDir(t), s.c.TempDir(t)
+	done := make(chan result, 1)
+	go func() {
+		done <- run(t, 5*time.Minute, env("PGBB_TEST_HOOKS="+h.dir), script, "-j", "2", "-v", "-T", s.tsDir+"="+tsNew, s.c.DSN(), dest)
+	}()
+	terminated := 0
+	h.at("fetch-connected", done, func() {
+		terminated, _ = strconv.Atoi(s.c.Psql(t, "postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgbb-fetch'"))
+	})
+	r := <-done
+	stop()
+	if terminated < 1 {
+		t.Fatalf("no fetch backend was terminated at its connect\n%s", r.stderr)
+	}
+	if r.code != 0 {
+		t.Fatalf("exit %d after %d fetch connections were terminated at their connect\nstderr:\n%s", r.code, terminated, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "pgbb-fetch: info: retry 1 of 5 in 500ms: connect: ") {
+		t.Errorf("-v does not say that a job connected again, and why:\n%s", r.stderr)
+	}
+	if c := summary(t, r.stderr); c.retries < int64(terminated) {
+		t.Errorf("summary counts %d retries, %d connections were terminated", c.retries, terminated)
+	}
+	s.checkExcluded(t, dest)
+	s.checkRestore(t, dest, tsNew)
+}
+
 // killRun SIGKILLs every process that holds marker in its environment (the script, the four programs, the
 // fan-out and its children), as a power loss would end them, until none is left.
 func killRun(t *testing.T, marker string) {

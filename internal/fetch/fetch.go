@@ -139,22 +139,19 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 			abort()
 		}
 	}()
-	conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
+	conn, checksums, connectRetries, err := firstConnect(ctx, o)
 	if err != nil {
-		return server.ConnectFailed(err, connectHint)
+		return err
 	}
 	bw := bufio.NewWriterSize(out, 256<<10)
 	sw, err := chunkstream.NewWriter(bw, "pgbb-fetch", o.BackupID)
 	if err != nil {
+		conn.Close()
 		return err
 	}
 	var verifyFrom uint64
 	if !o.NoVerifyChecksums {
-		on, err := conn.Show(ctx, "data_checksums")
-		if err != nil {
-			return err
-		}
-		if on == "on" {
+		if checksums {
 			id, err := backupid.Parse(o.BackupID)
 			if err != nil {
 				return err
@@ -165,6 +162,7 @@ func Run(ctx context.Context, o Options, stdin io.Reader, stdout *os.File) (err 
 	testhook.Pause("fetch")
 	f := &fetcher{ctx: ctx, conn: conn, dsn: o.DSN, sw: sw, direct: direct, codec: codec, comp: comp, chunk: o.ChunkSize, backupID: o.BackupID,
 		verifyFrom: verifyFrom, log: o.Log, retries: max(o.Retries, 0), resume: offer.Resume && direct != nil, old: old}
+	f.stats.Retries = connectRetries
 	defer f.closeConns()
 	lines := make(chan lineOrErr, 4096)
 	go func() {
@@ -455,6 +453,44 @@ func (f *fetcher) batch(items []*worklist.Item) error {
 		case <-time.After(wait):
 		case <-f.ctx.Done():
 			return f.ctx.Err()
+		}
+	}
+}
+
+// firstConnect opens the job's connection and asks whether the cluster has data checksums, under the same
+// retry rule as a batch (docs/resume.md, "Retry"): a backend terminated while the job connects (an admin,
+// a pooler, the server restarting) is a fault like any other, not the end of the run: the full suite's
+// TestFetchJobsSurviveTerminatedConnections once terminated a job in its first query, and the run failed.
+// It returns the retries it took.
+func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, error) {
+	retries := max(o.Retries, 0)
+	for tries := 0; ; tries++ {
+		conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
+		if err == nil {
+			if tries == 0 {
+				testhook.Pause("fetch-connected")
+			}
+			var on string
+			if on, err = conn.Show(ctx, "data_checksums"); err == nil {
+				return conn, on == "on", uint64(tries), nil
+			}
+			conn.Close()
+		}
+		// a server with no connection free is not a fault of this job's connection: it fails at once, with
+		// its hint (a reconnect in batch retries it, since the terminated backend may still hold its slot)
+		if !server.Retryable(err) || server.ErrorCode(err) == server.TooManyConnections || ctx.Err() != nil {
+			return nil, false, 0, server.ConnectFailed(err, connectHint)
+		}
+		if tries >= retries {
+			return nil, false, 0, cliapp.WithHint(fmt.Errorf("gave up after %d retries: %w", tries, server.ConnectFailed(err, connectHint)),
+				"the connection to the server kept dropping: see the server's log, and the network or pooler between")
+		}
+		wait := retryWait << tries
+		o.Log.Info("retry %d of %d in %s: connect: %v", tries+1, retries, wait, err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, false, 0, ctx.Err()
 		}
 	}
 }

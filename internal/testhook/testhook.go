@@ -2,7 +2,8 @@
 // It does nothing unless PGBB_TEST_HOOKS names a directory: then Pause(point) creates <dir>/<point>.reached
 // and waits until <dir>/<point>.release exists (at most ten minutes). It imports only the standard library.
 //
-// Points: "fetch" (every pgbb-fetch, before its first item: the list is made, nothing is copied yet) and
+// Points: "fetch-connected" (every pgbb-fetch, once its first connection is open, before its first query),
+// "fetch" (every pgbb-fetch, before its first item: the list is made, nothing is copied yet) and
 // "stop" (pgbb-xlog, after the base copy ended, before pg_control is read and the backup is stopped).
 package testhook
 
