@@ -4,22 +4,37 @@
 # cluster, alternately, RUNS times each (default scale 50, 3 runs). Prints medians, output sizes, the ratios,
 # and the CPU time and peak RSS of pgbb-pack and of the fetch jobs for each codec. Both tools fsync their
 # output. pg_basebackup is PostgreSQL 15's (PGBB_PGBIN), built with zstd on Debian.
+# PGBB_BENCH_ONLY=zstd runs and prints only the zstd pair (issue 17's goal), without the slow xz runs.
 source "$(dirname "$0")/lib.sh"
 scale=${1:-50} runs=${2:-3}
+only=${PGBB_BENCH_ONLY:-}
+case "$only" in ''|zstd) ;; *) echo "tar.sh: PGBB_BENCH_ONLY wants zstd or nothing" >&2; exit 2 ;; esac
 start_cluster "$scale"
 out=$dst/out
 native() { rm -rf "$out"; pg_basebackup -D "$out" -Ft -Xfetch --compress="client-${1:-gzip}" -c fast; }
 pgbb() { rm -rf "$out"; "$here/scripts/pgbb-basebackup" -F tar -j "$1" "${@:2}" "$DSN" "$out"; }
 : >"$work/native" >"$work/zstd" >"$work/j2" >"$work/j1" >"$work/z2"
 for i in $(seq "$runs"); do
-	seconds native >>"$work/native"; nsize=$(du -sb "$out" | cut -f1)
+	if [ -z "$only" ]; then seconds native >>"$work/native"; nsize=$(du -sb "$out" | cut -f1); fi
 	seconds native zstd >>"$work/zstd"; zsize=$(du -sb "$out" | cut -f1)
-	seconds pgbb 2 >>"$work/j2"; psize=$(du -sb "$out" | cut -f1)
+	if [ -z "$only" ]; then seconds pgbb 2 >>"$work/j2"; psize=$(du -sb "$out" | cut -f1); fi
 	seconds pgbb 2 --compress zstd >>"$work/z2"; pzsize=$(du -sb "$out" | cut -f1)
-	seconds pgbb 1 >>"$work/j1"
-	echo "run $i: native gzip $(tail -1 "$work/native") s, zstd $(tail -1 "$work/zstd") s, pgbb xz -j 2 $(tail -1 "$work/j2") s, -j 1 $(tail -1 "$work/j1") s, pgbb zstd -j 2 $(tail -1 "$work/z2") s" >&2
+	if [ -z "$only" ]; then
+		seconds pgbb 1 >>"$work/j1"
+		echo "run $i: native gzip $(tail -1 "$work/native") s, zstd $(tail -1 "$work/zstd") s, pgbb xz -j 2 $(tail -1 "$work/j2") s, -j 1 $(tail -1 "$work/j1") s, pgbb zstd -j 2 $(tail -1 "$work/z2") s" >&2
+	else
+		echo "run $i: native zstd $(tail -1 "$work/zstd") s, pgbb zstd -j 2 $(tail -1 "$work/z2") s" >&2
+	fi
 done
-n=$(median <"$work/native") z=$(median <"$work/zstd") j2=$(median <"$work/j2") j1=$(median <"$work/j1") z2=$(median <"$work/z2")
+z=$(median <"$work/zstd") z2=$(median <"$work/z2")
+if [ -n "$only" ]; then
+	printf '\n%-48s %10s\n' "tar zstd, pgbench scale $scale, median of $runs" "seconds"
+	printf '%-48s %10.2f   %6.1f MB\n' "pg_basebackup -Ft -Xfetch --compress=client-zstd" "$z" "$(echo "$zsize/1000000" | bc -l)"
+	printf '%-48s %10.2f   %6.1f MB\n' "pgbb -F tar --compress zstd -j 2" "$z2" "$(echo "$pzsize/1000000" | bc -l)"
+	printf 'zstd: ratio pgbb -j 2 / client-zstd wall: %.2f (goal <= 1.0), size: %.2f (goal <= 1.0)\n' "$(echo "$z2/$z" | bc -l)" "$(echo "$pzsize/$zsize" | bc -l)"
+	exit 0
+fi
+n=$(median <"$work/native") j2=$(median <"$work/j2") j1=$(median <"$work/j1")
 
 # one more pgbb -j 2 run of each codec with each program under /usr/bin/time: CPU-s and peak RSS
 make_wrappers

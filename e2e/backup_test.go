@@ -313,6 +313,7 @@ func TestPlainBackupUnderWriteLoad(t *testing.T) {
 					t.Errorf("pgbb-basebackup wrote to stdout: %q", r.stdout)
 				}
 				s.checkExcluded(t, dest)
+				checkWALAllocated(t, dest)
 				s.checkRestore(t, dest, tsNew)
 				// nothing of the backup session is left on the server
 				if n := s.c.Psql(t, "postgres", "SELECT count(*) FROM pg_replication_slots"); n != "0" {
@@ -321,6 +322,26 @@ func TestPlainBackupUnderWriteLoad(t *testing.T) {
 				t.Logf("run %d of %d: backup took %v", i, runs, r.elapsed.Round(time.Millisecond))
 			}
 		})
+	}
+}
+
+// checkWALAllocated checks that every WAL segment of a plain backup is whole, with every block allocated:
+// the zeros after the stop LSN, sent as zstd frames (session.writeZeros), are allocated by pgbb-pack, not
+// left a hole a restored server could fail to write WAL into.
+func checkWALAllocated(t *testing.T, dest string) {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dest, "pg_wal", "[0-9A-F]*[0-9A-F]"))
+	if len(segs) == 0 {
+		t.Fatalf("no WAL segment in %s/pg_wal", dest)
+	}
+	for _, p := range segs {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != 16<<20 || st.Blocks*512 < st.Size {
+			t.Errorf("%s: %d bytes, %d allocated; want a whole segment, all allocated", p, st.Size, st.Blocks*512)
+		}
 	}
 }
 
