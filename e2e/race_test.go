@@ -20,14 +20,12 @@ type hooks struct {
 func newHooks(t *testing.T) *hooks {
 	d := t.TempDir()
 	os.Chmod(d, 0o777)
-	h := &hooks{t: t, dir: d}
-	h.pass("fetch-connected") // held only by the tests that need it (hold)
-	return h
+	return &hooks{t: t, dir: d}
 }
 
-// hold makes the pipeline stop at a point that newHooks lets it pass by default.
+// hold makes the pipeline stop at a point of testhook.PauseIfHeld, which it passes unless held.
 func (h *hooks) hold(point string) {
-	os.Remove(filepath.Join(h.dir, point+".release"))
+	os.WriteFile(filepath.Join(h.dir, point+".hold"), nil, 0o644)
 }
 
 // pass lets the pipeline through point without stopping.

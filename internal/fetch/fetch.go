@@ -468,7 +468,7 @@ func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, e
 		conn, err := server.Connect(ctx, o.DSN, "pgbb-fetch", false)
 		if err == nil {
 			if tries == 0 {
-				testhook.Pause("fetch-connected")
+				testhook.PauseIfHeld("fetch-connected")
 			}
 			var on string
 			if on, err = conn.Show(ctx, "data_checksums"); err == nil {

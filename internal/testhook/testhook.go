@@ -2,9 +2,11 @@
 // It does nothing unless PGBB_TEST_HOOKS names a directory: then Pause(point) creates <dir>/<point>.reached
 // and waits until <dir>/<point>.release exists (at most ten minutes). It imports only the standard library.
 //
-// Points: "fetch-connected" (every pgbb-fetch, once its first connection is open, before its first query),
-// "fetch" (every pgbb-fetch, before its first item: the list is made, nothing is copied yet) and
+// Points: "fetch" (every pgbb-fetch, before its first item: the list is made, nothing is copied yet) and
 // "stop" (pgbb-xlog, after the base copy ended, before pg_control is read and the backup is stopped).
+// PauseIfHeld's points stop the pipeline only when the test asked for them with <dir>/<point>.hold, so that
+// a new point does not stop the tests that do not know it: "fetch-connected" (every pgbb-fetch, once its
+// first connection is open, before its first query).
 package testhook
 
 import (
@@ -26,5 +28,16 @@ func Pause(point string) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// PauseIfHeld is Pause at a point that only the tests that create <dir>/<point>.hold stop at.
+func PauseIfHeld(point string) {
+	dir := os.Getenv("PGBB_TEST_HOOKS")
+	if dir == "" {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(dir, point+".hold")); err == nil {
+		Pause(point)
 	}
 }
