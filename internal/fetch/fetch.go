@@ -458,8 +458,9 @@ func (f *fetcher) batch(items []*worklist.Item) error {
 }
 
 // firstConnect opens the job's connection and asks whether the cluster has data checksums, under the same
-// retry rule as a batch (docs/resume.md, "Retry"): a backend terminated while the job connects (an admin,
-// a pooler, the server restarting) is a fault like any other, not the end of the run: the full suite's
+// retry rule as a batch (docs/resume.md, "Retry") once the connection is open: a backend terminated in the
+// job's first queries (an admin, a pooler, the server restarting) is a fault like any other, not the end of
+// the run: the full suite's
 // TestFetchJobsSurviveTerminatedConnections once terminated a job in its first query, and the run failed.
 // It returns the retries it took.
 func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, error) {
@@ -476,9 +477,11 @@ func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, e
 			}
 			conn.Close()
 		}
-		// a server with no connection free is not a fault of this job's connection: it fails at once, with
-		// its hint (a reconnect in batch retries it, since the terminated backend may still hold its slot)
-		if !server.Retryable(err) || server.ErrorCode(err) == server.TooManyConnections || ctx.Err() != nil {
+		// a connection that never opened (a bad or unreachable DSN, a refused password, a server with no
+		// connection free) fails at once, with its hint, as any libpq client would: only the loss of the
+		// job's open connection is retried here (a reconnect in batch retries a full server too, since the
+		// terminated backend may still hold its slot)
+		if !server.Retryable(err) || server.NeverOpened(err) || ctx.Err() != nil {
 			return nil, false, 0, server.ConnectFailed(err, connectHint)
 		}
 		if tries >= retries {

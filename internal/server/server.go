@@ -674,6 +674,13 @@ func (c *Conn) DataDirectoryMode(ctx context.Context) (uint32, error) {
 	return uint32(m), nil
 }
 
+// NeverOpened reports whether err is a failure to open a connection (the dial, TLS, authentication or the
+// server's start-up answer failed: pgx's ConnectError), as opposed to the loss of one that was open.
+func NeverOpened(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
 // Retryable reports whether err means the connection is gone or unusable while the server and the backup
 // may well be there (docs/resume.md, "Retry"): end of file or a reset on the socket, a network timeout,
 // SQLSTATE class 08, 57P01 (pg_terminate_backend, fast shutdown), 57P02, 57P03, 57P05 (idle session
