@@ -30,6 +30,9 @@ func TestMaxRate(t *testing.T) {
 		if r.code != 2 || !strings.Contains(r.stderr, "transfer rate") {
 			t.Fatalf("%q: exit %d, want 2 and the bad rate named:\n%s", bad, r.code, r.stderr)
 		}
+		if bad[0] == "--max-rate-file" && (!strings.Contains(r.stderr, "error: --max-rate-file "+rateFile) || !strings.Contains(r.stderr, "hint: write one rate into the file")) {
+			t.Errorf("%q: the error does not name the file, or the hint is --max-rate's:\n%s", bad, r.stderr)
+		}
 		if _, err := os.Stat(dest); !os.IsNotExist(err) {
 			t.Fatalf("%q: DEST left behind (%v)", bad, err)
 		}

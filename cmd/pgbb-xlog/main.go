@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"time"
 
@@ -66,7 +67,11 @@ func main() {
 			}
 			log.Verbose = c.Bool("verbose")
 			limit, err := ratelimit.ParseLimit(c.String("max-rate"), c.String("max-rate-file"))
-			if err != nil {
+			var fe *ratelimit.FileError
+			switch {
+			case errors.As(err, &fe):
+				return cliapp.Usage("write one rate into the file, as --max-rate takes it: 32 to 1048576 kB/s, as 500k or 10M; 0 for no limit (write it whole, through a rename)", "%v", err)
+			case err != nil:
 				return cliapp.Usage("give --max-rate as pg_basebackup takes it: 32 to 1048576 kB/s, as 500k or 10M; 0 for no limit", "%v", err)
 			}
 			if dir := c.String("continuous"); dir != "" {

@@ -91,7 +91,7 @@ func ParseLimit(rate, file string) (Limit, error) {
 		l.File = file
 		r, present, err := ReadFile(file)
 		if err != nil {
-			return l, err
+			return l, &FileError{Err: err}
 		}
 		if present {
 			l.Rate = r
@@ -99,6 +99,13 @@ func ParseLimit(rate, file string) (Limit, error) {
 	}
 	return l, nil
 }
+
+// FileError is ParseLimit's error about --max-rate-file's content, which needs another hint than a bad
+// --max-rate.
+type FileError struct{ Err error }
+
+func (e *FileError) Error() string { return "--max-rate-file " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
 
 // Active says whether the run is limited now or may be later.
 func (l Limit) Active() bool { return l.Rate > 0 || l.File != "" }
