@@ -440,29 +440,39 @@ func (f *fetcher) batch(items []*worklist.Item) error {
 		if f.progress != before {
 			tries = 0
 		}
-		if tries >= f.retries {
-			return cliapp.WithHint(fmt.Errorf("gave up after %d retries: %w", tries, f.readFailed(items[0].Path, err)),
-				"the connection to the server kept dropping: see the server's log, and the network or pooler between")
+		f.closeConns()
+		if err := retryAfter(f.ctx, f.log, tries, f.retries, f.readFailed(items[0].Path, err)); err != nil {
+			return err
 		}
 		tries++
 		f.stats.Retries++
-		wait := retryWait << (tries - 1)
-		f.log.Info("retry %d of %d in %s: %v", tries, f.retries, wait, f.readFailed(items[0].Path, err))
-		f.closeConns()
-		select {
-		case <-time.After(wait):
-		case <-f.ctx.Done():
-			return f.ctx.Err()
-		}
+	}
+}
+
+// retryAfter waits before the next try, after tries retries in a row ended in cause (docs/resume.md,
+// "Retry": 0.5 s, then twice as long each time), saying so with -v; it returns the error that ends the job
+// instead when retries are used up or ctx ends.
+func retryAfter(ctx context.Context, log *cliapp.Logger, tries, retries int, cause error) error {
+	if tries >= retries {
+		return cliapp.WithHint(fmt.Errorf("gave up after %d retries: %w", tries, cause),
+			"the connection to the server kept dropping: see the server's log, and the network or pooler between")
+	}
+	wait := retryWait << tries
+	log.Info("retry %d of %d in %s: %v", tries+1, retries, wait, cause)
+	select {
+	case <-time.After(wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // firstConnect opens the job's connection and asks whether the cluster has data checksums, under the same
 // retry rule as a batch (docs/resume.md, "Retry") once the connection is open: a backend terminated in the
 // job's first queries (an admin, a pooler, the server restarting) is a fault like any other, not the end of
-// the run: the full suite's
-// TestFetchJobsSurviveTerminatedConnections once terminated a job in its first query, and the run failed.
-// It returns the retries it took.
+// the run (the full suite's TestFetchJobsSurviveTerminatedConnections once terminated a job in its first
+// query, and the run failed). It returns the connection, whether data checksums are on, and the retries it
+// took.
 func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, error) {
 	retries := max(o.Retries, 0)
 	for tries := 0; ; tries++ {
@@ -484,16 +494,8 @@ func firstConnect(ctx context.Context, o Options) (*server.Conn, bool, uint64, e
 		if !server.Retryable(err) || server.NeverOpened(err) || ctx.Err() != nil {
 			return nil, false, 0, server.ConnectFailed(err, connectHint)
 		}
-		if tries >= retries {
-			return nil, false, 0, cliapp.WithHint(fmt.Errorf("gave up after %d retries: %w", tries, server.ConnectFailed(err, connectHint)),
-				"the connection to the server kept dropping: see the server's log, and the network or pooler between")
-		}
-		wait := retryWait << tries
-		o.Log.Info("retry %d of %d in %s: connect: %v", tries+1, retries, wait, err)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return nil, false, 0, ctx.Err()
+		if err := retryAfter(ctx, o.Log, tries, retries, server.ConnectFailed(err, connectHint)); err != nil {
+			return nil, false, 0, err
 		}
 	}
 }
