@@ -112,6 +112,13 @@ func TestDeathOfAnyPartFailsTheRun(t *testing.T) {
 				if last := lastLines(r.stderr, 3); !strings.Contains(last, tc.cause) {
 					t.Errorf("the last lines do not name the cause %q:\n%s", tc.cause, last)
 				}
+				// the server ending the session is the run's cause, not a job's stream that pgbb-xlog cut
+				// when it stopped the base copy
+				if strings.Contains(tc.cause, "administrator command") {
+					if first := lastLines(r.stderr, 2); !strings.Contains(first, "first error: pgbb-xlog: ") || !strings.Contains(first, tc.cause) {
+						t.Errorf("the summary does not name pgbb-xlog's %q first:\n%s", tc.cause, first)
+					}
+				}
 				if _, err := os.Stat(filepath.Join(dest, "backup_manifest")); err == nil {
 					t.Fatal("backup_manifest written")
 				}

@@ -37,6 +37,9 @@ type Error struct {
 	// the reader of stdout went away, a signal from the parent): Main prints it as "prog: stopped: …", so
 	// that the cause, printed by the part that failed first as "prog: error: …", stands out.
 	Consequence bool
+	// Own marks a failure this program found before any signal reached it: Main prints it as "prog:
+	// error: …" even when SIGINT or SIGTERM arrives while the program stops its parts (see Own).
+	Own bool
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -55,7 +58,7 @@ func WithHint(err error, hint string) error {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return &Error{Code: e.Code, Err: err, Hint: hint, Consequence: e.Consequence}
+		return &Error{Code: e.Code, Err: err, Hint: hint, Consequence: e.Consequence, Own: e.Own}
 	}
 	return &Error{Code: ExitFailure, Err: err, Hint: hint}
 }
@@ -66,6 +69,21 @@ func Consequence(err error) error {
 		return nil
 	}
 	return &Error{Code: ExitFailure, Err: err, Consequence: true}
+}
+
+// Own marks err as found by this program before any signal (exit 1 unless err carries a code): a signal
+// that comes while the program then stops what it started does not make it "stopped". pgbb-xlog, whose
+// session died, stops its base copy; a job's stream is cut, pgbb-pack fails on it, and the script sends
+// pgbb-xlog SIGTERM: the session's death is still the run's cause.
+func Own(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return &Error{Code: e.Code, Err: err, Hint: e.Hint, Consequence: e.Consequence, Own: true}
+	}
+	return &Error{Code: ExitFailure, Err: err, Own: true}
 }
 
 // IsConsequence reports whether err was marked by Consequence.
@@ -163,7 +181,7 @@ func Main(app *cli.App) {
 			level = "stopped"
 		}
 	}
-	if interrupted {
+	if interrupted && (e == nil || !e.Own) {
 		// SIGINT or SIGTERM: from the user, or from a part of the pipeline that failed and says why; a
 		// hint given to what the signal cut short (a statement cancelled) would point the wrong way
 		if errors.Is(err, context.Canceled) {

@@ -388,6 +388,9 @@ func (s *session) runChild() error {
 				return cliapp.Consequence(errors.New("the reader of the stream (pgbb-pack) has gone"))
 			}
 			if err := s.copyCompletedWAL(); err != nil {
+				if s.ctx.Err() == nil && !cliapp.IsConsequence(err) {
+					err = cliapp.Own(err) // found before any signal: stopping the copy may bring one
+				}
 				stop()
 				return err
 			}
